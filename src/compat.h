@@ -1,0 +1,25 @@
+/* One source for every Lua ABI we ship: 5.1/LuaJIT, 5.2, 5.3 and 5.4.
+ * Only renames and tiny shims live here, as in luasocket's compat.h. */
+#ifndef FISH_COMPAT_H
+#define FISH_COMPAT_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#if LUA_VERSION_NUM == 501
+#define luaL_setfuncs fish_setfuncs
+void fish_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
+#define luaL_newlib(L, l) (lua_newtable(L), luaL_setfuncs(L, l, 0))
+#define lua_rawlen lua_objlen
+#define luaL_testudata fish_testudata
+void *fish_testudata(lua_State *L, int i, const char *tname);
+/* 5.1 has one uservalue slot: the environment table. */
+#define lua_setuservalue lua_setfenv
+#define lua_getuservalue lua_getfenv
+#endif
+
+/* True when the number at `idx` is an integer in the Lua sense. On 5.1,
+ * which has no integer subtype, a whole number counts as one. */
+int fish_isinteger(lua_State *L, int idx);
+
+#endif

@@ -1,0 +1,66 @@
+/* fish.core: the C half of fish. It moves bytes (libcurl), encodes and
+ * decodes msgpack, and tells time; everything that decides what to send or
+ * what an answer means lives in the Lua half. */
+#include <curl/curl.h>
+#include <time.h>
+
+#include "clock.h"
+#include "compat.h"
+#include "engine.h"
+#include "lmsgpack.h"
+#include "request.h"
+
+#define FISH_CORE_VERSION "0.1.0"
+
+static int core_now(lua_State *L) {
+    lua_pushnumber(L, fish_now());
+    return 1;
+}
+
+static int core_curl_version(lua_State *L) {
+    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    lua_pushstring(L, info->version);
+    return 1;
+}
+
+/* core.http_date(text) -> epoch seconds, or nil. libcurl's parser, not ours:
+ * Retry-After may carry an HTTP date. */
+static int core_http_date(lua_State *L) {
+    time_t t = curl_getdate(luaL_checkstring(L, 1), NULL);
+    if (t == -1) return 0;
+    lua_pushnumber(L, (lua_Number)t);
+    return 1;
+}
+
+static int core_epoch(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)time(NULL));
+    return 1;
+}
+
+/* Exported beside luaopen_fish_core so engines that link modules statically
+ * (Defold, custom hosts) can register it under any name. */
+int fish_core_open(lua_State *L) {
+    /* Once per process; thread-safe in the libcurl versions we need. */
+    static int curl_ready = 0;
+    if (!curl_ready) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            return luaL_error(L, "curl_global_init failed");
+        curl_ready = 1;
+    }
+    static const luaL_Reg functions[] = {
+        {"now", core_now},
+        {"epoch", core_epoch},
+        {"curl_version", core_curl_version},
+        {"http_date", core_http_date},
+        {NULL, NULL},
+    };
+    luaL_newlib(L, functions);
+    lua_pushliteral(L, FISH_CORE_VERSION);
+    lua_setfield(L, -2, "version");
+    fish_open_request(L);
+    fish_open_engine(L);
+    fish_open_msgpack(L);
+    return 1;
+}
+
+int luaopen_fish_core(lua_State *L) { return fish_core_open(L); }

@@ -1,0 +1,161 @@
+/* The engine drives transfers: `perform` is the non-blocking step, `poll`
+ * the blocking wait (curl_multi_poll, so there is no FD_SETSIZE ceiling and
+ * an idle process sleeps), `timeout` tells a host loop when to come back. */
+#include "engine.h"
+
+#include "clock.h"
+
+static fish_engine *check_engine(lua_State *L, int idx) {
+    fish_engine *e = luaL_checkudata(L, idx, FISH_ENGINE_MT);
+    if (e->closed) luaL_argerror(L, idx, "engine is closed");
+    return e;
+}
+
+static void unlink_request(fish_request *r) {
+    fish_engine *e = r->engine;
+    if (r->prev) r->prev->next = r->next;
+    else e->running = r->next;
+    if (r->next) r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+    r->engine = NULL;
+}
+
+void fish_engine_detach(fish_request *r) {
+    if (!r->engine) return;
+    curl_multi_remove_handle(r->engine->multi, r->easy);
+    unlink_request(r);
+}
+
+static int engine_new(lua_State *L) {
+    fish_engine *e = lua_newuserdata(L, sizeof *e);
+    e->multi = NULL;
+    e->running = NULL;
+    e->next_id = 0;
+    e->closed = 1;
+    luaL_getmetatable(L, FISH_ENGINE_MT);
+    lua_setmetatable(L, -2);
+    e->multi = curl_multi_init();
+    if (!e->multi) return luaL_error(L, "curl_multi_init failed");
+    e->closed = 0;
+    return 1;
+}
+
+/* e:add(request) -> id. The request keeps the engine alive through its
+ * uservalue, so the engine is never collected under a running transfer. */
+static int engine_add(lua_State *L) {
+    fish_engine *e = check_engine(L, 1);
+    fish_request *r = fish_check_request(L, 2);
+    if (r->state != REQ_IDLE) return luaL_argerror(L, 2, "request was already started");
+    CURLMcode rc = curl_multi_add_handle(e->multi, r->easy);
+    if (rc != CURLM_OK) return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(rc));
+    lua_newtable(L);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_setuservalue(L, 2);
+    r->engine = e;
+    r->next = e->running;
+    r->prev = NULL;
+    if (e->running) e->running->prev = r;
+    e->running = r;
+    r->state = REQ_RUNNING;
+    r->started_at = r->last_activity_at = fish_now();
+    r->id = ++e->next_id;
+    lua_pushinteger(L, r->id);
+    return 1;
+}
+
+/* e:perform(finished) -> running count. Appends the id of every request that
+ * finished during this step to the table `finished`. */
+static int engine_perform(lua_State *L) {
+    fish_engine *e = check_engine(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int running = 0;
+    CURLMcode rc = curl_multi_perform(e->multi, &running);
+    if (rc != CURLM_OK) return luaL_error(L, "curl_multi_perform: %s", curl_multi_strerror(rc));
+    int n = (int)lua_rawlen(L, 2);
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(e->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        fish_request *r = NULL;
+        CURLcode result = msg->data.result;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        /* msg is invalid once the handle is removed: read it first. */
+        fish_engine_detach(r);
+        fish_request_finish(r, result, 0);
+        lua_pushinteger(L, r->id);
+        lua_rawseti(L, 2, ++n);
+    }
+    lua_pushinteger(L, running);
+    return 1;
+}
+
+/* e:poll(seconds): sleep until a transfer has something to do, the time is
+ * up, or e:wakeup() is called. With nothing running it is a plain sleep. */
+static int engine_poll(lua_State *L) {
+    fish_engine *e = check_engine(L, 1);
+    double seconds = luaL_checknumber(L, 2);
+    int ms = seconds <= 0 ? 0 : seconds > 3600 ? 3600000 : (int)(seconds * 1000 + 0.5);
+    CURLMcode rc = curl_multi_poll(e->multi, NULL, 0, ms, NULL);
+    if (rc != CURLM_OK) return luaL_error(L, "curl_multi_poll: %s", curl_multi_strerror(rc));
+    return 0;
+}
+
+/* e:timeout() -> seconds until libcurl wants perform again, or nil. */
+static int engine_timeout(lua_State *L) {
+    fish_engine *e = check_engine(L, 1);
+    long ms = -1;
+    curl_multi_timeout(e->multi, &ms);
+    if (ms < 0) return 0;
+    lua_pushnumber(L, (lua_Number)ms / 1000.0);
+    return 1;
+}
+
+static int engine_wakeup(lua_State *L) {
+    curl_multi_wakeup(check_engine(L, 1)->multi);
+    return 0;
+}
+
+/* One close for __gc, __close and e:close(). Running requests are canceled:
+ * they may outlive the engine's Lua object, never its multi handle. */
+static int engine_close(lua_State *L) {
+    fish_engine *e = luaL_checkudata(L, 1, FISH_ENGINE_MT);
+    if (e->closed) return 0;
+    while (e->running) {
+        fish_request *r = e->running;
+        fish_engine_detach(r);
+        fish_request_finish(r, CURLE_ABORTED_BY_CALLBACK, 1);
+    }
+    curl_multi_cleanup(e->multi);
+    e->multi = NULL;
+    e->closed = 1;
+    return 0;
+}
+
+static int engine_tostring(lua_State *L) {
+    fish_engine *e = luaL_checkudata(L, 1, FISH_ENGINE_MT);
+    lua_pushfstring(L, "fish.engine (%s)", e->closed ? "closed" : "open");
+    return 1;
+}
+
+int fish_open_engine(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"add", engine_add},         {"perform", engine_perform},
+        {"poll", engine_poll},       {"timeout", engine_timeout},
+        {"wakeup", engine_wakeup},   {"close", engine_close},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, FISH_ENGINE_MT);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, engine_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, engine_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, engine_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, engine_new);
+    lua_setfield(L, -2, "engine");
+    return 0;
+}

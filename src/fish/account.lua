@@ -1,0 +1,31 @@
+-- Account: API credit and the platform package (/wallet/self/...).
+local util = require("fish.util")
+
+local account = {}
+
+local function credits(state, opts)
+  local fn = "fish.account.credits"
+  state:check_open(fn)
+  opts = opts or {}
+  util.check_table(fn, opts)
+  util.check_known(fn, opts, { check_free_credit = true }, { "check_free_credit" })
+  if opts.check_free_credit ~= nil and type(opts.check_free_credit) ~= "boolean" then
+    util.raise(fn .. ": field 'check_free_credit' must be a boolean")
+  end
+  local query = opts.check_free_credit ~= nil and ("check_free_credit=" .. tostring(opts.check_free_credit)) or nil
+  return state:send_json({ method = "GET", path = "/wallet/self/api-credit", query = query })
+end
+
+local function package(state)
+  state:check_open("fish.account.package")
+  return state:send_json({ method = "GET", path = "/wallet/self/package" })
+end
+
+function account.install(public, state, bind)
+  local namespace = {}
+  namespace.credits = bind(namespace, state, credits)
+  namespace.package = bind(namespace, state, package)
+  public.account = namespace
+end
+
+return account

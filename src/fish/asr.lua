@@ -1,0 +1,60 @@
+-- Speech to text: POST /v1/asr with the msgpack body the Python SDK sends,
+-- {audio: bin, ignore_timestamps: bool[, language: str]}.
+local core = require("fish.core")
+local file = require("fish.file")
+local util = require("fish.util")
+
+local asr = {}
+
+local FIELDS = { "audio", "language", "timestamps", "retries", "timeout", "connect_timeout", "first_byte_timeout", "idle_timeout" }
+local KNOWN = {}
+for _, name in ipairs(FIELDS) do KNOWN[name] = true end
+
+local function fail(field, message)
+  util.raise(("fish.asr.transcribe: field '%s' %s"):format(field, message))
+end
+
+function asr.encode(args)
+  util.check_table("fish.asr.transcribe", args)
+  util.check_known("fish.asr.transcribe", args, KNOWN, FIELDS)
+  local audio = args.audio
+  if not file.is(audio) and (type(audio) ~= "string" or audio == "") then
+    fail("audio", "must be bytes (a non-empty string) or fish.file(path)")
+  end
+  if args.language ~= nil and type(args.language) ~= "string" then fail("language", "must be a string") end
+  if args.timestamps ~= nil and type(args.timestamps) ~= "boolean" then fail("timestamps", "must be a boolean") end
+  local w = core.mp_writer()
+  w:map(args.language and 3 or 2)
+  w:str("audio")
+  if file.is(audio) then
+    local ok, why = w:bin_file(audio.path)
+    if not ok then fail("audio", why) end
+  else
+    w:bin(audio)
+  end
+  -- Timestamps are on unless turned off, as in the Python SDK.
+  w:str("ignore_timestamps"):bool(args.timestamps == false)
+  if args.language then w:str("language"):str(args.language) end
+  local body = w:result()
+  w:close()
+  return body
+end
+
+local function transcribe(state, args)
+  state:check_open("fish.asr.transcribe")
+  local body = asr.encode(args)
+  return state:send_json({
+    method = "POST",
+    path = "/v1/asr",
+    headers = { "Content-Type: application/msgpack" },
+    body = body,
+  }, args)
+end
+
+function asr.install(public, state, bind)
+  local namespace = {}
+  namespace.transcribe = bind(namespace, state, transcribe)
+  public.asr = namespace
+end
+
+return asr

@@ -1,0 +1,243 @@
+-- Clients: configuration (key, base URL, model, timeouts, retries, how to
+-- wait) plus the public calls bound to it. The public client table holds
+-- only functions; the key lives in a private state table that is never
+-- printed, so it cannot leak through tostring or a table dump.
+local cjson = require("cjson.safe")
+local core = require("fish.core")
+local errors = require("fish.errors")
+local http = require("fish.http")
+local tts = require("fish.tts")
+local util = require("fish.util")
+
+local client = {}
+
+client.VERSION = "0.1.0"
+client.DEFAULT_BASE_URL = "https://api.fish.audio"
+client.DEFAULT_MODEL = "s2-pro"
+
+local DEFAULTS = {
+  connect_timeout = 10,
+  first_byte_timeout = 120, -- generation of a long text can take a while
+  idle_timeout = 60, -- a steady stream is never cut: this only catches stalls
+  timeout = nil, -- no total limit unless asked
+  retries = 2,
+}
+
+local OPTIONS = {
+  "api_key", "base_url", "model", "timeout", "connect_timeout", "first_byte_timeout",
+  "idle_timeout", "user_agent", "retries", "pause", "ca_file", "insecure",
+}
+local KNOWN_OPTIONS = {}
+for _, name in ipairs(OPTIONS) do KNOWN_OPTIONS[name] = true end
+
+local function lua_description()
+  if type(jit) == "table" and jit.version then return jit.version end
+  return _VERSION
+end
+
+local function default_user_agent()
+  return ("fish-lua/%s (%s; libcurl/%s)"):format(client.VERSION, lua_description(), core.curl_version())
+end
+
+local function is_loopback(host)
+  return host == "localhost" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil or host == "[::1]"
+end
+
+local function check_base_url(url, has_key, insecure)
+  local scheme, host = url:match("^(https?)://([^/:]+)")
+  if not scheme then
+    util.raise("fish.new: option 'base_url' must start with http:// or https://, got " .. url)
+  end
+  if scheme == "http" and has_key and not is_loopback(host) and not insecure then
+    util.raise("fish.new: refusing to send the API key over plain http to " .. host ..
+      " (use https, or pass insecure = true)")
+  end
+  return (url:gsub("/+$", ""))
+end
+
+local function check_number(name, v)
+  if v ~= nil and (type(v) ~= "number" or v < 0) then
+    util.raise(("fish.new: option '%s' must be a non-negative number"):format(name))
+  end
+end
+
+-- ---- the private state behind a client ----------------------------------------
+
+local State = {}
+State.__index = State
+
+function State:_track(request)
+  self.requests[request] = true
+end
+
+function State:check_open(fn)
+  if self.closed then util.raise(fn .. ": this client is closed") end
+end
+
+-- Per-call overrides of retries and timeouts, over the client's settings.
+function State:call_settings(args)
+  local function pick(name)
+    local v = args[name]
+    if v == nil then return self[name] end
+    if type(v) ~= "number" or v < 0 then
+      util.raise(("fish: option '%s' must be a non-negative number"):format(name))
+    end
+    return v
+  end
+  local retries = pick("retries")
+  if not util.is_integer(retries) then util.raise("fish: option 'retries' must be a whole number") end
+  return retries, {
+    connect = pick("connect_timeout"),
+    first_byte = pick("first_byte_timeout"),
+    idle = pick("idle_timeout"),
+    total = pick("timeout"),
+  }
+end
+
+function State:headers(extra)
+  local headers = {
+    "Authorization: Bearer " .. self.api_key,
+    "User-Agent: " .. self.user_agent,
+    "Accept: */*",
+    "Expect:", -- no 100-continue round trip before uploads
+  }
+  for _, line in ipairs(extra or {}) do headers[#headers + 1] = line end
+  return headers
+end
+
+-- Send one API call. spec: method, path, query, headers, body | mime, out,
+-- on_chunk, expect_body, plus the per-call args for retries and timeouts.
+function State:send(spec, args)
+  local retries, limits = self:call_settings(args or {})
+  spec.url = self.base_url .. spec.path .. (spec.query and spec.query ~= "" and ("?" .. spec.query) or "")
+  spec.headers = self:headers(spec.headers)
+  spec.retries = retries
+  spec.limits = limits
+  return http.send(self, spec)
+end
+
+-- A call whose 2xx answer is JSON: returns the decoded value, or nil, err.
+function State:send_json(spec, args)
+  local response, err = self:send(spec, args)
+  if not response then return nil, err end
+  if response.body == "" and spec.allow_empty then return true end
+  local decoded = cjson.decode(response.body)
+  if decoded == nil then
+    return nil, errors.new({
+      kind = "invalid_response",
+      status = response.status,
+      message = "the server's answer is not valid JSON",
+      body = response.body,
+      attempts = response.attempts,
+    })
+  end
+  return decoded
+end
+
+function State:close()
+  if self.closed then return end
+  self.closed = true
+  for request in pairs(self.requests) do
+    if request:state() == "running" then request:cancel() end
+  end
+end
+
+-- ---- convert ------------------------------------------------------------------------
+
+local function convert(state, args)
+  state:check_open("fish.convert")
+  tts.check(args)
+  local headers = { "Content-Type: application/msgpack" }
+  local model = args.model
+  if model == nil then model = state.model end
+  if model then headers[#headers + 1] = "model: " .. model end
+  local response, err = state:send({
+    method = "POST",
+    path = "/v1/tts",
+    headers = headers,
+    body = tts.encode(args),
+    out = args.out,
+    on_chunk = args.on_chunk,
+    expect_body = true,
+  }, args)
+  if not response then return nil, err end
+  if args.out then return args.out, response.bytes end
+  if args.on_chunk then return response.bytes end
+  return response.body
+end
+
+-- ---- construction -----------------------------------------------------------------
+
+local Client = {}
+Client.__index = Client
+Client.__name = "fish.client"
+
+function Client:__tostring()
+  return "fish.client (" .. self.base_url .. ")"
+end
+
+-- Bind a function to the state so that both client.f(args) and
+-- client:f(args) (owner = the table it hangs on) work; the dot form is the
+-- documented one.
+local function bind(owner, state, fn)
+  return function(first, ...)
+    if first == owner then return fn(state, ...) end
+    return fn(state, first, ...)
+  end
+end
+
+-- Modules that add calls to a client: each has install(public, state, bind).
+local EXTENSIONS = { "fish.voices", "fish.asr", "fish.account" }
+
+function client.new(opts)
+  opts = opts or {}
+  util.check_table("fish.new", opts)
+  util.check_known("fish.new", opts, KNOWN_OPTIONS, OPTIONS)
+  local api_key = opts.api_key
+  if api_key == nil then api_key = os.getenv("FISH_API_KEY") end
+  if type(api_key) ~= "string" or api_key == "" then
+    util.raise("fish.new: no API key: pass api_key or set FISH_API_KEY")
+  end
+  local base_url = opts.base_url or os.getenv("FISH_BASE_URL") or client.DEFAULT_BASE_URL
+  if type(base_url) ~= "string" then util.raise("fish.new: option 'base_url' must be a string") end
+  base_url = check_base_url(base_url, true, opts.insecure)
+  local model = opts.model
+  if model == nil then model = client.DEFAULT_MODEL end
+  if model ~= false and type(model) ~= "string" then
+    util.raise("fish.new: option 'model' must be a string, or false to send no model header")
+  end
+  for _, name in ipairs({ "timeout", "connect_timeout", "first_byte_timeout", "idle_timeout", "retries" }) do
+    check_number(name, opts[name])
+  end
+  if opts.pause ~= nil and type(opts.pause) ~= "function" then
+    util.raise("fish.new: option 'pause' must be a function(seconds)")
+  end
+
+  local state = setmetatable({
+    api_key = api_key,
+    base_url = base_url,
+    model = model,
+    user_agent = opts.user_agent or default_user_agent(),
+    pause = opts.pause,
+    ca_file = opts.ca_file,
+    requests = setmetatable({}, { __mode = "k" }),
+    closed = false,
+  }, State)
+  for name, value in pairs(DEFAULTS) do
+    if opts[name] ~= nil then state[name] = opts[name] else state[name] = value end
+  end
+
+  local public = setmetatable({ base_url = base_url }, Client)
+  public.convert = bind(public, state, convert)
+  public.close = function() state:close() end
+  public.closed = function() return state.closed end
+  for _, name in ipairs(EXTENSIONS) do require(name).install(public, state, bind) end
+  return public
+end
+
+Client.__close = function(self) self.close() end
+Client.__gc = Client.__close
+
+client.State = State
+client.errors = errors
+return client

@@ -1,0 +1,181 @@
+-- One API call over HTTP: build the request, run it through the loop, turn
+-- the outcome into a response or an error, and retry where that is safe
+-- (protocol-decisions.md, "Retries").
+local core = require("fish.core")
+local errors = require("fish.errors")
+local loop = require("fish.loop")
+
+local http = {}
+
+local RETRY_AFTER_CAP = 60
+local BACKOFF_BASE = 1.0
+local JITTER = 0.10
+
+local function retryable_status(status)
+  return status == 408 or status == 429 or status >= 500
+end
+
+-- Seconds to wait from a Retry-After header: delta-seconds or an HTTP date.
+function http.parse_retry_after(value, now_epoch)
+  if type(value) ~= "string" then return nil end
+  value = value:match("^%s*(.-)%s*$")
+  local seconds
+  if value:match("^%d+$") then
+    seconds = tonumber(value)
+  else
+    local at = core.http_date(value)
+    if not at then return nil end
+    seconds = at - (now_epoch or core.epoch())
+    if seconds < 0 then seconds = 0 end
+  end
+  if seconds > RETRY_AFTER_CAP then seconds = RETRY_AFTER_CAP end
+  return seconds
+end
+
+local function backoff(attempt)
+  local base = BACKOFF_BASE * 2 ^ (attempt - 1)
+  return base * (1 + JITTER * (2 * math.random() - 1))
+end
+
+local TIMEOUT_MESSAGES = {
+  connect = "could not connect within %gs",
+  first_byte = "no response within %gs",
+  idle = "no data for %gs during the response",
+  total = "the request took longer than %gs",
+}
+
+-- The error for a transfer that did not complete.
+local function transfer_error(request, failure, message, limits)
+  if failure == "canceled" then
+    local which = loop.expired(request)
+    if which then
+      return errors.new({
+        kind = "timeout",
+        timeout = which,
+        message = TIMEOUT_MESSAGES[which]:format(limits[which]),
+      })
+    end
+    return errors.new({ kind = "canceled", message = "the request was canceled" })
+  end
+  if failure == "connect_timeout" then
+    return errors.new({ kind = "timeout", timeout = "connect", message = TIMEOUT_MESSAGES.connect:format(limits.connect) })
+  end
+  if failure == "write" then return errors.new({ kind = "io", message = message }) end
+  return errors.new({ kind = "network", cause = failure, message = message })
+end
+
+-- Beside the target, so the final rename stays on one file system. The C
+-- side creates it with O_EXCL, so a clash fails loudly instead of clobbering.
+local temp_counter = 0
+local function temp_path_for(out)
+  temp_counter = temp_counter + 1
+  return ("%s.%x-%d.part"):format(out, math.floor(core.now() * 1e6) % 0x7fffffff, temp_counter)
+end
+
+-- Run one attempt. Returns the finished request and, for `out`, the temp path.
+local function attempt(client, spec, limits)
+  local temp
+  local sink = "buffer"
+  if spec.out then
+    sink, temp = "file", temp_path_for(spec.out)
+  elseif spec.on_chunk then
+    sink = "stream"
+  end
+  local request = core.request({
+    url = spec.url,
+    method = spec.method,
+    headers = spec.headers,
+    body = spec.body,
+    mime = spec.mime,
+    sink = sink,
+    path = temp,
+    connect_timeout = limits.connect,
+    ca_file = client.ca_file,
+  })
+  client:_track(request)
+  loop.start(request, limits)
+  local on_progress
+  if spec.on_chunk then
+    on_progress = function()
+      local bytes = request:take()
+      if bytes then spec.on_chunk(bytes) end
+    end
+  end
+  loop.await(request, client.pause, on_progress)
+  return request, temp
+end
+
+-- The outcome of a finished request: response, or nil plus error and
+-- whether trying again is safe.
+local function outcome(client, spec, request, temp, limits)
+  local failure, message = request:result()
+  local delivered, _, first_byte_at = request:progress()
+  if failure then
+    local err = transfer_error(request, failure, errors.scrub(message, client.api_key), limits)
+    local before_response = first_byte_at == 0 and delivered == 0
+    local safe = before_response and (failure == "connect" or failure == "connect_timeout" or failure == "network")
+    return nil, err, safe
+  end
+  local status = request:status()
+  if status < 200 or status >= 300 then
+    local body, truncated = request:error_body()
+    local err = errors.from_http(status, errors.scrub(body, client.api_key), truncated)
+    err.message = errors.scrub(err.message, client.api_key)
+    err.retry_after = http.parse_retry_after(request:header("Retry-After"))
+    if status >= 300 and status < 400 then
+      err.location = request:header("Location")
+      err.message = err.message .. " (redirects are not followed)"
+    end
+    return nil, err, retryable_status(status)
+  end
+  if delivered == 0 and spec.expect_body then
+    return nil, errors.new({ kind = "invalid_response", status = status, message = "the server answered " .. status .. " with an empty body" }), false
+  end
+  return {
+    status = status,
+    body = (not spec.out and not spec.on_chunk) and (request:take() or "") or nil,
+    bytes = delivered,
+    content_type = request:header("Content-Type"),
+    temp = temp,
+  }
+end
+
+local function discard(temp)
+  if temp then os.remove(temp) end
+end
+
+-- http.send(client, spec): spec = { method, url, headers, body | mime,
+-- out | on_chunk, expect_body, retries, limits }.
+function http.send(client, spec)
+  local limits = spec.limits
+  local attempts = (spec.retries or 0) + 1
+  local response, err, safe
+  for n = 1, attempts do
+    if loop.task_canceled() then
+      err = errors.new({ kind = "canceled", message = "the task was canceled" })
+      break
+    end
+    local request, temp = attempt(client, spec, limits)
+    response, err, safe = outcome(client, spec, request, temp, limits)
+    request:close()
+    if response then
+      if spec.out then
+        local ok, why = os.rename(temp, spec.out)
+        if not ok then
+          discard(temp)
+          return nil, errors.new({ kind = "io", message = "cannot move audio into place: " .. tostring(why), attempts = n })
+        end
+      end
+      response.attempts = n
+      return response
+    end
+    discard(temp)
+    err.attempts = n
+    if not safe or n == attempts then break end
+    loop.sleep(err.retry_after or backoff(n), client.pause)
+  end
+  return nil, err
+end
+
+http._backoff = backoff
+return http

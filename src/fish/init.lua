@@ -1,0 +1,59 @@
+-- fish: Fish Audio text-to-speech and voice cloning for Lua.
+--
+--   local fish = require("fish")
+--   local audio = assert(fish.convert{ text = "Hello", reference_id = "..." })
+--
+-- Module-level calls use a default client configured from FISH_API_KEY and
+-- FISH_BASE_URL; fish.new{...} makes others. See README.md for every option.
+local client = require("fish.client")
+local file = require("fish.file")
+local loop = require("fish.loop")
+local errors = require("fish.errors")
+
+local fish = {
+  VERSION = client.VERSION,
+  new = client.new,
+  file = file.new,
+  -- tasks: many calls at once in one Lua state
+  spawn = loop.spawn,
+  run = loop.run,
+  step = loop.step,
+  sleep = function(seconds)
+    if type(seconds) ~= "number" or seconds < 0 then
+      error("fish.sleep: argument 1 must be a non-negative number of seconds", 2)
+    end
+    loop.sleep(seconds)
+  end,
+  is_error = errors.is,
+}
+
+-- The default client is made on first use, so that requiring fish never
+-- fails for want of a key.
+local default_client
+function fish.default()
+  if not default_client or default_client.closed() then default_client = client.new() end
+  return default_client
+end
+
+function fish.convert(...)
+  return fish.default().convert(...)
+end
+
+-- fish.voices.create(...) is fish.default().voices.create(...), and so on.
+local function forward(namespace, names)
+  local t = {}
+  for _, name in ipairs(names) do
+    t[name] = function(first, ...)
+      local target = fish.default()[namespace]
+      if first == t then return target[name](...) end
+      return target[name](first, ...)
+    end
+  end
+  return t
+end
+
+fish.voices = forward("voices", { "create", "get", "update", "delete", "list", "each", "wait_trained" })
+fish.asr = forward("asr", { "transcribe" })
+fish.account = forward("account", { "credits", "package" })
+
+return fish

@@ -1,0 +1,322 @@
+-- The one waiting primitive of fish. Every call that has to wait (a
+-- transfer, a retry back-off, wait_trained's polling, fish.sleep) ends up in
+-- loop.wait_until, which picks one of three ways to wait:
+--   * inside a fish task: yield to the fish scheduler, suspending that task;
+--   * with a host pause function (ngx.sleep, ...): step and let the host pause;
+--   * otherwise: block in curl_multi_poll, which sleeps without using CPU.
+-- fish never yields just because coroutine.isyieldable() is true: OpenResty,
+-- plenary.async and game schedulers run code in coroutines fish does not own.
+local core = require("fish.core")
+
+local loop = {}
+
+local engine                                           -- one per Lua state, made on first use
+local watchdogs = setmetatable({}, { __mode = "k" })   -- request -> time limits
+local expired = setmetatable({}, { __mode = "k" })     -- request -> which limit ended it
+local tasks = {}                                       -- live tasks, in spawn order
+local task_of = setmetatable({}, { __mode = "k" })     -- coroutine -> its task
+local finished_scratch = {}
+
+local WAIT = {} -- what a fish task yields to say "resume me when ready"
+local HOST_PAUSE_STEP = 0.01 -- a host pause cannot be woken by a socket: poll this often
+local MAX_SLEEP = 1.0 -- re-check deadlines at least this often
+
+function loop.engine()
+  if not engine then engine = core.engine() end
+  return engine
+end
+
+-- ---- transfers and their deadlines ---------------------------------------
+
+-- Start a request. `limits` holds seconds: first_byte (from the start until
+-- the first response byte), idle (between bytes), total. Each is optional.
+function loop.start(request, limits)
+  loop.engine():add(request)
+  if limits and (limits.first_byte or limits.idle or limits.total) then
+    watchdogs[request] = limits
+  end
+end
+
+-- Which limit canceled this request ("first_byte", "idle", "total"), if any.
+function loop.expired(request)
+  return expired[request]
+end
+
+local function earliest(a, b)
+  if a == nil then return b end
+  if b == nil then return a end
+  return a < b and a or b
+end
+
+-- Cancel every request past one of its limits; return the nearest deadline.
+local function enforce_deadlines(now)
+  local nearest
+  for request, limits in pairs(watchdogs) do
+    if request:state() ~= "running" then
+      watchdogs[request] = nil
+    else
+      local _, started, first_byte_at, last_activity = request:progress()
+      local deadline, why
+      if limits.total then deadline, why = started + limits.total, "total" end
+      if first_byte_at == 0 and limits.first_byte then
+        local at = started + limits.first_byte
+        if deadline == nil or at < deadline then deadline, why = at, "first_byte" end
+      elseif first_byte_at > 0 and limits.idle then
+        local at = last_activity + limits.idle
+        if deadline == nil or at < deadline then deadline, why = at, "idle" end
+      end
+      if deadline and deadline <= now then
+        expired[request] = why
+        request:cancel()
+        watchdogs[request] = nil
+      else
+        nearest = earliest(nearest, deadline)
+      end
+    end
+  end
+  return nearest
+end
+
+-- Move every transfer as far as it can go without waiting. Returns the
+-- absolute time by which we must look again (or nil: only when woken).
+local function pump()
+  local e = loop.engine()
+  for i = #finished_scratch, 1, -1 do finished_scratch[i] = nil end
+  e:perform(finished_scratch)
+  local now = core.now()
+  local due = enforce_deadlines(now)
+  local curl_due = e:timeout()
+  if curl_due then due = earliest(due, now + curl_due) end
+  return due
+end
+
+-- ---- tasks ------------------------------------------------------------------
+
+local Task = {}
+Task.__index = Task
+
+local function current_task()
+  local co = coroutine.running()
+  return co and task_of[co] or nil
+end
+
+function loop.in_task()
+  return current_task() ~= nil
+end
+
+-- Is the current task canceled? Its fish calls then return at once.
+function loop.task_canceled()
+  local task = current_task()
+  return task ~= nil and task.canceled
+end
+
+local function task_ready(task, now)
+  if task.wake_at and now >= task.wake_at then return true end
+  if task.canceled then return true end
+  return task.ready == nil or task.ready()
+end
+
+local function remove_task(task)
+  for i = 1, #tasks do
+    if tasks[i] == task then
+      table.remove(tasks, i)
+      return
+    end
+  end
+end
+
+local function pack(...)
+  return { n = select("#", ...), ... }
+end
+
+local function settle(task, resumed)
+  local co = task.co
+  if coroutine.status(co) ~= "dead" then
+    if resumed[1] and resumed[2] == WAIT then
+      task.ready, task.wake_at, task.on_cancel = resumed[3], resumed[4], resumed[5]
+    else
+      -- The task yielded on its own: a plain cooperative yield.
+      task.ready, task.wake_at, task.on_cancel = nil, nil, nil
+    end
+    return nil
+  end
+  remove_task(task)
+  task_of[co] = nil
+  if resumed[1] then
+    task.status = task.canceled and "canceled" or "done"
+    task.results = { n = resumed.n - 1, (table.unpack or unpack)(resumed, 2, resumed.n) }
+    return nil
+  end
+  task.status = "error"
+  task.error = debug.traceback(co, tostring(resumed[2]))
+  task.raw_error = resumed[2]
+  -- A task that another task is waiting for hands its error to the waiter.
+  if task.watched then return nil end
+  return task.error
+end
+
+local function resume(task, ...)
+  task.ready, task.wake_at, task.on_cancel = nil, nil, nil
+  local resumed = pack(coroutine.resume(task.co, ...))
+  return settle(task, resumed)
+end
+
+-- Resume every task that can go on. Returns how many ran, and the error
+-- text of the first task that failed with nobody waiting for it.
+local function run_ready_tasks()
+  local now = core.now()
+  local ran, failure = 0, nil
+  -- Snapshot: tasks spawned during this pass run on the next one.
+  local snapshot = {}
+  for i = 1, #tasks do snapshot[i] = tasks[i] end
+  for _, task in ipairs(snapshot) do
+    if task.status == "running" and task_ready(task, now) then
+      ran = ran + 1
+      local err = resume(task)
+      failure = failure or err
+    end
+  end
+  return ran, failure
+end
+
+function loop.spawn(fn, ...)
+  if type(fn) ~= "function" then error("fish.spawn: argument 1 must be a function", 2) end
+  local args = pack(...)
+  local task
+  local co = coroutine.create(function()
+    return fn((table.unpack or unpack)(args, 1, args.n))
+  end)
+  task = setmetatable({ co = co, status = "running" }, Task)
+  task_of[co] = task
+  tasks[#tasks + 1] = task
+  return task
+end
+
+-- ---- the waiting primitive ---------------------------------------------------
+
+-- Wait until ready() is true or the absolute time `deadline` passes (either
+-- may be nil). `pause` is a host's sleep function, or nil. `on_cancel` runs
+-- if the waiting task is canceled. Returns true if ready() holds.
+function loop.wait_until(ready, deadline, pause, on_cancel)
+  local task = current_task()
+  if task then
+    if task.canceled then return ready ~= nil and ready() end
+    if not (ready and ready()) then
+      coroutine.yield(WAIT, ready, deadline, on_cancel)
+    end
+    return ready ~= nil and ready()
+  end
+  while true do
+    local due = pump()
+    if ready and ready() then return true end
+    local now = core.now()
+    if deadline and now >= deadline then return false end
+    due = earliest(due, deadline)
+    local sleep = due and math.max(0, due - now) or MAX_SLEEP
+    if sleep > MAX_SLEEP then sleep = MAX_SLEEP end
+    if pause then
+      pause(math.min(math.max(sleep, 0.001), HOST_PAUSE_STEP))
+    else
+      loop.engine():poll(sleep)
+    end
+  end
+end
+
+-- Wait until the request is no longer running. With `on_progress`, call it
+-- whenever new bytes may have arrived, so streams reach the caller as they
+-- come. Canceling the waiting task cancels the request.
+function loop.await(request, pause, on_progress)
+  local function cancel() request:cancel() end
+  if not on_progress then
+    loop.wait_until(function() return request:state() ~= "running" end, nil, pause, cancel)
+    return
+  end
+  local seen = 0
+  local function ready()
+    if request:state() ~= "running" then return true end
+    return (request:progress()) > seen
+  end
+  repeat
+    loop.wait_until(ready, nil, pause, cancel)
+    seen = request:progress()
+    on_progress()
+  until request:state() ~= "running"
+end
+
+function loop.sleep(seconds, pause)
+  loop.wait_until(nil, core.now() + seconds, pause)
+end
+
+-- ---- the scheduler -------------------------------------------------------------
+
+local function raise_task_error(message)
+  error("fish task failed: " .. message, 0)
+end
+
+-- Drive transfers and tasks once, waiting at most `timeout` seconds for
+-- something to happen (0: never wait). Returns the number of live tasks.
+function loop.step(timeout)
+  timeout = timeout or 0
+  local due = pump()
+  local ran, failure = run_ready_tasks()
+  if failure then raise_task_error(failure) end
+  if ran == 0 and timeout > 0 then
+    local now = core.now()
+    for _, task in ipairs(tasks) do due = earliest(due, task.wake_at) end
+    local sleep = due and math.max(0, due - now) or MAX_SLEEP
+    sleep = math.min(sleep, timeout, MAX_SLEEP)
+    if sleep > 0 then loop.engine():poll(sleep) end
+    pump()
+    ran, failure = run_ready_tasks()
+    if failure then raise_task_error(failure) end
+  end
+  return #tasks
+end
+
+-- Drive everything until no task is left.
+function loop.run()
+  while #tasks > 0 do loop.step(MAX_SLEEP) end
+end
+
+-- ---- task handles ----------------------------------------------------------------
+
+-- Wait for the task to end and return its results; a task that raised
+-- raises the same error (with its traceback) here.
+function Task:wait()
+  self.watched = true
+  if current_task() == self then error("a fish task cannot wait for itself", 2) end
+  if current_task() then
+    loop.wait_until(function() return self.status ~= "running" end)
+  else
+    while self.status == "running" do loop.step(MAX_SLEEP) end
+  end
+  if self.status == "error" then error(self.error, 0) end
+  if self.status == "canceled" and not self.results then return nil, "canceled" end
+  return (table.unpack or unpack)(self.results, 1, self.results.n)
+end
+
+-- done?, then the results (or false, error) without waiting.
+function Task:result()
+  if self.status == "running" then return false end
+  self.watched = true
+  if self.status == "error" then return true, false, self.error end
+  local r = self.results or { n = 0 }
+  return true, (table.unpack or unpack)(r, 1, r.n)
+end
+
+-- Cancel the task: the transfer it waits on is canceled (its call returns
+-- nil, err of kind "canceled"), and every later fish call in it returns at once.
+function Task:cancel()
+  if self.status ~= "running" then return false end
+  self.canceled = true
+  if self.on_cancel then self.on_cancel() end
+  return true
+end
+
+function Task:__tostring()
+  return "fish.task (" .. self.status .. ")"
+end
+
+loop.Task = Task
+
+return loop

@@ -1,0 +1,258 @@
+-- POST /v1/tts: the request schema and its msgpack encoding. Field order,
+-- types and what is sent follow protocol-decisions.md: only the fields the
+-- caller set (plus text), in the Python SDK's order, floats as float64, ints
+-- as the shortest int, text as str and reference audio as bin.
+local core = require("fish.core")
+local file = require("fish.file")
+local util = require("fish.util")
+
+local tts = {}
+
+local FORMATS = { wav = true, pcm = true, mp3 = true, opus = true }
+local LATENCIES = { low = true, normal = true, balanced = true }
+
+-- Wire fields in the order they are written.
+local FIELDS = {
+  { "text", "text" },
+  { "chunk_length", "int" },
+  { "format", "enum", FORMATS },
+  { "sample_rate", "int" },
+  { "mp3_bitrate", "int" },
+  { "opus_bitrate", "int" },
+  { "references", "references" },
+  { "reference_id", "reference_id" },
+  { "normalize", "bool" },
+  { "latency", "enum", LATENCIES },
+  { "prosody", "prosody" },
+  { "top_p", "float" },
+  { "temperature", "float" },
+  { "max_new_tokens", "int" },
+  { "repetition_penalty", "float" },
+  { "min_chunk_length", "int" },
+  { "condition_on_previous_chunks", "bool" },
+  { "early_stop_threshold", "float" },
+  -- Documented by the API but absent from the Python SDK: after its fields.
+  { "features", "strings" },
+}
+
+-- Options of fish.convert that shape the call rather than the body.
+tts.CALL_OPTIONS = {
+  "model", "extra", "out", "on_chunk", "retries",
+  "timeout", "connect_timeout", "first_byte_timeout", "idle_timeout",
+}
+
+local KNOWN, NAMES = {}, {}
+for _, field in ipairs(FIELDS) do
+  KNOWN[field[1]] = true
+  NAMES[#NAMES + 1] = field[1]
+end
+for _, name in ipairs(tts.CALL_OPTIONS) do
+  KNOWN[name] = true
+  NAMES[#NAMES + 1] = name
+end
+
+local WHERE = "fish.convert"
+
+local function fail(field, message)
+  util.raise(("%s: field '%s' %s"):format(WHERE, field, message))
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do
+    if type(k) ~= "string" then util.raise(WHERE .. ": field 'extra' keys must be strings") end
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  return keys
+end
+
+-- ---- checks -------------------------------------------------------------------
+
+local function check_reference(ref, where)
+  if type(ref) ~= "table" then fail(where, "must be a table { audio = ..., text = ... }") end
+  for k in pairs(ref) do
+    if k ~= "audio" and k ~= "text" then fail(where, "has unknown field '" .. tostring(k) .. "'") end
+  end
+  if type(ref.audio) ~= "string" and not file.is(ref.audio) then
+    fail(where .. ".audio", "must be bytes (a string) or fish.file(path)")
+  end
+  if ref.audio == "" then fail(where .. ".audio", "is empty") end
+  if type(ref.text) ~= "string" then fail(where .. ".text", "must be the transcript of the audio (a string)") end
+end
+
+-- references = { ref, ... } or, multi-speaker (S2 family), { { ref, ... }, ... }
+local function is_speaker_list(refs)
+  return type(refs[1]) == "table" and refs[1].audio == nil and refs[1][1] ~= nil
+end
+
+local CHECKS = {
+  text = function(name, v)
+    if type(v) ~= "string" then fail(name, "must be a string") end
+    if v == "" then fail(name, "must not be empty") end
+  end,
+  int = function(name, v)
+    if not util.is_integer(v) then fail(name, "must be an integer, got " .. tostring(v)) end
+  end,
+  float = function(name, v)
+    if type(v) ~= "number" then fail(name, "must be a number, got " .. type(v)) end
+  end,
+  bool = function(name, v)
+    if type(v) ~= "boolean" then fail(name, "must be a boolean, got " .. type(v)) end
+  end,
+  enum = function(name, v, allowed)
+    if not allowed[v] then
+      local list = {}
+      for k in pairs(allowed) do list[#list + 1] = k end
+      table.sort(list)
+      fail(name, ("must be one of %s, got %s"):format(table.concat(list, ", "), tostring(v)))
+    end
+  end,
+  strings = function(name, v)
+    if type(v) ~= "table" then fail(name, "must be a list of strings") end
+    for i, s in ipairs(v) do
+      if type(s) ~= "string" then fail(("%s[%d]"):format(name, i), "must be a string") end
+    end
+  end,
+  reference_id = function(name, v)
+    if type(v) == "table" then
+      if #v == 0 then fail(name, "must not be an empty list") end
+      for i, id in ipairs(v) do
+        if type(id) ~= "string" then fail(("%s[%d]"):format(name, i), "must be a string") end
+      end
+    elseif type(v) ~= "string" then
+      fail(name, "must be a voice id string (or a list of them for multi-speaker)")
+    end
+  end,
+  references = function(name, v)
+    if type(v) ~= "table" then fail(name, "must be a list of { audio = ..., text = ... }") end
+    if is_speaker_list(v) then
+      for i, speaker in ipairs(v) do
+        if type(speaker) ~= "table" then fail(("%s[%d]"):format(name, i), "must be a list of references") end
+        for j, ref in ipairs(speaker) do check_reference(ref, ("%s[%d][%d]"):format(name, i, j)) end
+      end
+    else
+      for i, ref in ipairs(v) do check_reference(ref, ("%s[%d]"):format(name, i)) end
+    end
+  end,
+  prosody = function(name, v)
+    if type(v) ~= "table" then fail(name, "must be a table { speed =, volume = }") end
+    for k, x in pairs(v) do
+      if k ~= "speed" and k ~= "volume" and k ~= "normalize_loudness" then
+        fail(name, "has unknown field '" .. tostring(k) .. "'")
+      end
+      if k == "normalize_loudness" then
+        if type(x) ~= "boolean" then fail(name .. "." .. k, "must be a boolean") end
+      elseif type(x) ~= "number" then
+        fail(name .. "." .. k, "must be a number")
+      end
+    end
+  end,
+}
+
+function tts.check(args)
+  util.check_table(WHERE, args)
+  util.check_known(WHERE, args, KNOWN, NAMES)
+  if args.text == nil then fail("text", "is required") end
+  for _, field in ipairs(FIELDS) do
+    local name, kind, allowed = field[1], field[2], field[3]
+    if args[name] ~= nil then CHECKS[kind](name, args[name], allowed) end
+  end
+  if args.extra ~= nil then
+    if type(args.extra) ~= "table" then fail("extra", "must be a table") end
+    for key in pairs(args.extra) do
+      if KNOWN[key] then fail("extra", "repeats the known field '" .. tostring(key) .. "': set it directly") end
+    end
+  end
+  if args.out ~= nil and type(args.out) ~= "string" then fail("out", "must be a file path") end
+  if args.on_chunk ~= nil and type(args.on_chunk) ~= "function" then fail("on_chunk", "must be a function") end
+  if args.out and args.on_chunk then fail("out", "cannot be combined with on_chunk") end
+  if args.model ~= nil and args.model ~= false and type(args.model) ~= "string" then
+    fail("model", "must be a string, or false to send no model header")
+  end
+end
+
+-- ---- encoding -----------------------------------------------------------------
+
+local function write_audio(w, audio, where)
+  if file.is(audio) then
+    local ok, why = w:bin_file(audio.path)
+    if not ok then util.raise(("%s: field '%s' %s"):format(WHERE, where, why)) end
+  else
+    w:bin(audio)
+  end
+end
+
+local function write_reference(w, ref, where)
+  w:map(2)
+  w:str("audio")
+  write_audio(w, ref.audio, where .. ".audio")
+  w:str("text")
+  w:str(ref.text)
+end
+
+local function write_references(w, refs)
+  if is_speaker_list(refs) then
+    w:array(#refs)
+    for i, speaker in ipairs(refs) do
+      w:array(#speaker)
+      for j, ref in ipairs(speaker) do write_reference(w, ref, ("references[%d][%d]"):format(i, j)) end
+    end
+  else
+    w:array(#refs)
+    for i, ref in ipairs(refs) do write_reference(w, ref, ("references[%d]"):format(i)) end
+  end
+end
+
+local WRITERS = {
+  text = function(w, v) w:str(v) end,
+  int = function(w, v) w:int(v) end,
+  float = function(w, v) w:float(v) end,
+  bool = function(w, v) w:bool(v) end,
+  enum = function(w, v) w:str(v) end,
+  strings = function(w, v)
+    w:array(#v)
+    for _, s in ipairs(v) do w:str(s) end
+  end,
+  reference_id = function(w, v)
+    if type(v) == "string" then return w:str(v) end
+    w:array(#v)
+    for _, id in ipairs(v) do w:str(id) end
+  end,
+  references = write_references,
+  prosody = function(w, v)
+    local keys = {}
+    for _, k in ipairs({ "speed", "volume", "normalize_loudness" }) do
+      if v[k] ~= nil then keys[#keys + 1] = k end
+    end
+    w:map(#keys)
+    for _, k in ipairs(keys) do
+      w:str(k)
+      if k == "normalize_loudness" then w:bool(v[k]) else w:float(v[k]) end
+    end
+  end,
+}
+
+-- The msgpack body for checked args.
+function tts.encode(args)
+  local present = {}
+  for _, field in ipairs(FIELDS) do
+    if args[field[1]] ~= nil then present[#present + 1] = field end
+  end
+  local extra_keys = args.extra and sorted_keys(args.extra) or {}
+  local w = core.mp_writer()
+  w:map(#present + #extra_keys)
+  for _, field in ipairs(present) do
+    w:str(field[1])
+    WRITERS[field[2]](w, args[field[1]])
+  end
+  for _, key in ipairs(extra_keys) do
+    w:str(key)
+    w:value(args.extra[key])
+  end
+  local body = w:result()
+  w:close()
+  return body
+end
+
+return tts

@@ -1,0 +1,378 @@
+-- Persistent voices: /model create, get, list, each, update, delete, and
+-- wait_trained. Wire details follow protocol-decisions.md, "Voices".
+local core = require("fish.core")
+local errors = require("fish.errors")
+local file = require("fish.file")
+local loop = require("fish.loop")
+local util = require("fish.util")
+
+local voices = {}
+
+-- Options every call accepts, on top of its own fields.
+local CALL_OPTIONS = { "retries", "timeout", "connect_timeout", "first_byte_timeout", "idle_timeout" }
+
+local function known_set(fields)
+  local known, names = {}, {}
+  for _, list in ipairs({ fields, CALL_OPTIONS }) do
+    for _, name in ipairs(list) do
+      known[name] = true
+      names[#names + 1] = name
+    end
+  end
+  return known, names
+end
+
+local function check_fields(fn, args, fields)
+  util.check_table(fn, args)
+  local known, names = known_set(fields)
+  util.check_known(fn, args, known, names)
+end
+
+local function fail(fn, field, message)
+  util.raise(("%s: field '%s' %s"):format(fn, field, message))
+end
+
+local CONTENT_TYPES = {
+  wav = "audio/wav", mp3 = "audio/mpeg", m4a = "audio/mp4", mp4 = "audio/mp4",
+  ogg = "audio/ogg", opus = "audio/ogg", png = "image/png", jpg = "image/jpeg", jpeg = "image/jpeg",
+}
+
+local function content_type_for(name)
+  local ext = name:match("%.([%w]+)$")
+  return ext and CONTENT_TYPES[ext:lower()] or "application/octet-stream"
+end
+
+-- A multipart file part from bytes or fish.file(path). Paths are streamed
+-- from disk by libcurl; bytes travel as they are, named "upload".
+local function file_part(fn, name, value, field)
+  if file.is(value) then
+    local filename = file.basename(value)
+    return { name = name, file = value.path, filename = filename, type = content_type_for(filename) }
+  end
+  if type(value) ~= "string" or value == "" then
+    fail(fn, field, "must be bytes (a non-empty string) or fish.file(path)")
+  end
+  return { name = name, data = value, filename = "upload", type = "application/octet-stream" }
+end
+
+local function text_part(name, value)
+  if type(value) == "boolean" then value = value and "true" or "false" end
+  return { name = name, data = tostring(value) }
+end
+
+local function string_list(fn, field, value)
+  if type(value) == "string" then return { value } end
+  if type(value) ~= "table" then fail(fn, field, "must be a string or a list of strings") end
+  for i, item in ipairs(value) do
+    if type(item) ~= "string" then fail(fn, ("%s[%d]"):format(field, i), "must be a string") end
+  end
+  return value
+end
+
+local function check_string(fn, args, field, required)
+  local v = args[field]
+  if v == nil then
+    if required then fail(fn, field, "is required") end
+    return
+  end
+  if type(v) ~= "string" or (required and v == "") then fail(fn, field, "must be a non-empty string") end
+end
+
+local function check_boolean(fn, args, field)
+  if args[field] ~= nil and type(args[field]) ~= "boolean" then fail(fn, field, "must be a boolean") end
+end
+
+local VISIBILITIES = { public = true, unlist = true, private = true }
+
+local function check_visibility(fn, v)
+  if v ~= nil and not VISIBILITIES[v] then fail(fn, "visibility", "must be public, unlist or private") end
+end
+
+-- The voice record: the server's fields, plus `id` as a copy of `_id`.
+local function as_voice(entity)
+  if type(entity) == "table" and entity._id ~= nil and entity.id == nil then entity.id = entity._id end
+  return entity
+end
+
+local function voice_id(fn, voice)
+  if type(voice) == "table" then voice = voice.id or voice._id end
+  if type(voice) ~= "string" or voice == "" then
+    util.raise(fn .. ": argument 1 must be a voice id or a voice table with an id")
+  end
+  return voice
+end
+
+local function voice_path(id)
+  return "/model/" .. util.percent_encode(id)
+end
+
+-- ---- create --------------------------------------------------------------------
+
+local CREATE_FIELDS = {
+  "title", "voices", "texts", "tags", "description", "visibility", "cover_image",
+  "enhance_audio_quality", "train_mode", "type", "generate_sample",
+}
+
+function voices.create_parts(args)
+  local fn = "fish.voices.create"
+  check_fields(fn, args, CREATE_FIELDS)
+  check_string(fn, args, "title", true)
+  check_string(fn, args, "description")
+  check_string(fn, args, "train_mode")
+  check_string(fn, args, "type")
+  check_boolean(fn, args, "enhance_audio_quality")
+  check_boolean(fn, args, "generate_sample")
+  local visibility = args.visibility or "private"
+  check_visibility(fn, visibility)
+  local samples = args.voices
+  if file.is(samples) or type(samples) == "string" then samples = { samples } end
+  if type(samples) ~= "table" or #samples == 0 then
+    fail(fn, "voices", "needs at least one sample (bytes or fish.file(path))")
+  end
+  local texts = args.texts and string_list(fn, "texts", args.texts) or {}
+  if #texts > #samples then
+    fail(fn, "texts", ("has %d transcripts for %d voices"):format(#texts, #samples))
+  end
+  local tags = args.tags and string_list(fn, "tags", args.tags) or {}
+  if visibility == "public" and args.cover_image == nil then
+    fail(fn, "cover_image", "is required for a public voice")
+  end
+
+  -- Text parts first, then files, in the Python SDK's order.
+  local parts = { text_part("title", args.title) }
+  if args.description then parts[#parts + 1] = text_part("description", args.description) end
+  parts[#parts + 1] = text_part("visibility", visibility)
+  parts[#parts + 1] = text_part("type", args.type or "tts")
+  parts[#parts + 1] = text_part("train_mode", args.train_mode or "fast")
+  for _, text in ipairs(texts) do parts[#parts + 1] = text_part("texts", text) end
+  for _, tag in ipairs(tags) do parts[#parts + 1] = text_part("tags", tag) end
+  if args.enhance_audio_quality ~= nil then
+    parts[#parts + 1] = text_part("enhance_audio_quality", args.enhance_audio_quality)
+  end
+  if args.generate_sample ~= nil then parts[#parts + 1] = text_part("generate_sample", args.generate_sample) end
+  for i, sample in ipairs(samples) do
+    parts[#parts + 1] = file_part(fn, "voices", sample, ("voices[%d]"):format(i))
+  end
+  if args.cover_image ~= nil then parts[#parts + 1] = file_part(fn, "cover_image", args.cover_image, "cover_image") end
+  return parts
+end
+
+local function create(state, args)
+  state:check_open("fish.voices.create")
+  local parts = voices.create_parts(args)
+  local entity, err = state:send_json({ method = "POST", path = "/model", mime = parts }, args)
+  if not entity then return nil, err end
+  return as_voice(entity)
+end
+
+-- ---- get, update, delete ------------------------------------------------------------
+
+local function get(state, voice, opts)
+  local fn = "fish.voices.get"
+  state:check_open(fn)
+  local id = voice_id(fn, voice)
+  if opts ~= nil then check_fields(fn, opts, {}) end
+  local entity, err = state:send_json({ method = "GET", path = voice_path(id) }, opts)
+  if not entity then return nil, err end
+  return as_voice(entity)
+end
+
+local UPDATE_FIELDS = { "title", "description", "visibility", "tags", "cover_image" }
+
+local function form_encode(pairs_list)
+  local out = {}
+  for _, kv in ipairs(pairs_list) do
+    out[#out + 1] = util.percent_encode(kv[1]) .. "=" .. util.percent_encode(kv[2])
+  end
+  return table.concat(out, "&")
+end
+
+local function update(state, voice, args)
+  local fn = "fish.voices.update"
+  state:check_open(fn)
+  local id = voice_id(fn, voice)
+  check_fields(fn, args, UPDATE_FIELDS)
+  check_string(fn, args, "title")
+  check_string(fn, args, "description")
+  check_visibility(fn, args.visibility)
+  local fields = {}
+  for _, name in ipairs({ "title", "description", "visibility" }) do
+    if args[name] ~= nil then fields[#fields + 1] = { name, args[name] } end
+  end
+  if args.tags ~= nil then
+    for _, tag in ipairs(string_list(fn, "tags", args.tags)) do fields[#fields + 1] = { "tags", tag } end
+  end
+  local spec = { method = "PATCH", path = voice_path(id), allow_empty = true }
+  if args.cover_image ~= nil then
+    -- A cover image needs multipart; everything else fits in a form.
+    local parts = {}
+    for _, kv in ipairs(fields) do parts[#parts + 1] = text_part(kv[1], kv[2]) end
+    parts[#parts + 1] = file_part(fn, "cover_image", args.cover_image, "cover_image")
+    spec.mime = parts
+  else
+    spec.body = form_encode(fields)
+    spec.headers = { "Content-Type: application/x-www-form-urlencoded" }
+  end
+  local answer, err = state:send_json(spec, args)
+  if not answer then return nil, err end
+  return true
+end
+
+local function delete(state, voice, opts)
+  local fn = "fish.voices.delete"
+  state:check_open(fn)
+  local id = voice_id(fn, voice)
+  if opts ~= nil then check_fields(fn, opts, {}) end
+  local answer, err = state:send_json({ method = "DELETE", path = voice_path(id), allow_empty = true }, opts)
+  if not answer then return nil, err end
+  return true
+end
+
+-- ---- list and each --------------------------------------------------------------------
+
+local LIST_FIELDS = {
+  "page_size", "page_number", "title", "tag", "tags", "self", "author_id",
+  "language", "title_language", "sort_by",
+}
+local SORTS = { score = true, task_count = true, created_at = true }
+
+function voices.list_query(args)
+  local fn = "fish.voices.list"
+  args = args or {}
+  check_fields(fn, args, LIST_FIELDS)
+  local query = {}
+  local function add(key, value) query[#query + 1] = { key, value } end
+  for _, name in ipairs({ "page_size", "page_number" }) do
+    local v = args[name]
+    if v ~= nil then
+      if not util.is_integer(v) or v < 1 then fail(fn, name, "must be a positive integer") end
+      add(name, ("%d"):format(v))
+    end
+  end
+  check_string(fn, args, "title")
+  if args.title then add("title", args.title) end
+  if args.tag ~= nil and args.tags ~= nil then fail(fn, "tags", "cannot be combined with 'tag'") end
+  local tags = args.tags or args.tag
+  if tags ~= nil then
+    for _, tag in ipairs(string_list(fn, args.tags and "tags" or "tag", tags)) do add("tag", tag) end
+  end
+  check_boolean(fn, args, "self")
+  if args.self ~= nil then add("self", args.self and "true" or "false") end
+  check_string(fn, args, "author_id")
+  if args.author_id then add("author_id", args.author_id) end
+  for _, name in ipairs({ "language", "title_language" }) do
+    if args[name] ~= nil then
+      for _, value in ipairs(string_list(fn, name, args[name])) do add(name, value) end
+    end
+  end
+  if args.sort_by ~= nil then
+    if not SORTS[args.sort_by] then fail(fn, "sort_by", "must be score, task_count or created_at") end
+    add("sort_by", args.sort_by)
+  end
+  return form_encode(query)
+end
+
+local function list(state, args)
+  local fn = "fish.voices.list"
+  state:check_open(fn)
+  local query = voices.list_query(args)
+  local page, err = state:send_json({ method = "GET", path = "/model", query = query }, args)
+  if not page then return nil, err end
+  if type(page) ~= "table" or type(page.items) ~= "table" then
+    return nil, errors.new({ kind = "invalid_response", status = 200, message = "a voice list without items" })
+  end
+  for _, item in ipairs(page.items) do as_voice(item) end
+  return page
+end
+
+-- for voice in fish.voices.each{...} do ... end: every matching voice, page
+-- after page. A failed page fetch raises its error object (like io.lines).
+local function each(state, args)
+  args = args or {}
+  util.check_table("fish.voices.each", args)
+  local filters = {}
+  for k, v in pairs(args) do filters[k] = v end
+  filters.page_size = filters.page_size or 100
+  local page_number = filters.page_number or 1
+  voices.list_query(filters) -- check every field before the first request
+  local items, index, seen, done = {}, 0, 0, false
+  return function()
+    if index >= #items then
+      if done then return nil end
+      filters.page_number = page_number
+      local page, err = list(state, filters)
+      if not page then error(err, 0) end
+      items, index = page.items, 0
+      page_number = page_number + 1
+      seen = seen + #items
+      local total = tonumber(page.total)
+      if #items < filters.page_size or (total and seen >= total) or page.has_more == false then done = true end
+      if #items == 0 then return nil end
+    end
+    index = index + 1
+    return items[index]
+  end
+end
+
+-- ---- wait_trained --------------------------------------------------------------------------
+
+local WAIT_FIELDS = { "timeout", "interval", "on_state" }
+
+local function wait_trained(state, voice, opts)
+  local fn = "fish.voices.wait_trained"
+  state:check_open(fn)
+  local id = voice_id(fn, voice)
+  opts = opts or {}
+  util.check_table(fn, opts)
+  util.check_known(fn, opts, { timeout = true, interval = true, on_state = true }, WAIT_FIELDS)
+  local timeout, interval, on_state = opts.timeout or 300, opts.interval or 5, opts.on_state
+  if type(timeout) ~= "number" or timeout < 0 then fail(fn, "timeout", "must be a non-negative number") end
+  if type(interval) ~= "number" or interval <= 0 then fail(fn, "interval", "must be a positive number") end
+  if on_state ~= nil and type(on_state) ~= "function" then fail(fn, "on_state", "must be a function") end
+
+  local deadline = core.now() + timeout
+  local last_state
+  local current = type(voice) == "table" and voice.state and as_voice(voice) or nil
+  while true do
+    if not current then
+      local err
+      current, err = get(state, id)
+      if not current then return nil, err end
+    end
+    if current.state ~= last_state then
+      last_state = current.state
+      if on_state then on_state(last_state, current) end
+    end
+    if last_state == "trained" then return current end
+    if last_state == "failed" then
+      return nil, errors.new({ kind = "failed", message = "voice " .. id .. " failed training", voice = current })
+    end
+    local left = deadline - core.now()
+    if left <= 0 or loop.task_canceled() then
+      local kind = left <= 0 and "timeout" or "canceled"
+      return nil, errors.new({
+        kind = kind,
+        timeout = kind == "timeout" and "training" or nil,
+        message = ("voice %s not trained after %gs (last state: %s)"):format(id, timeout, tostring(last_state)),
+        state = last_state,
+        voice = current,
+      })
+    end
+    loop.sleep(math.min(interval, left), state.pause)
+    current = nil
+  end
+end
+
+function voices.install(public, state, bind)
+  local namespace = {}
+  namespace.create = bind(namespace, state, create)
+  namespace.get = bind(namespace, state, get)
+  namespace.update = bind(namespace, state, update)
+  namespace.delete = bind(namespace, state, delete)
+  namespace.list = bind(namespace, state, list)
+  namespace.each = bind(namespace, state, each)
+  namespace.wait_trained = bind(namespace, state, wait_trained)
+  public.voices = namespace
+end
+
+return voices

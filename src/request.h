@@ -1,0 +1,55 @@
+/* A request object: one HTTP exchange. It owns its curl easy handle and
+ * everything libcurl reads from or writes to after the call that set it up
+ * has returned (body, header list, mime, response buffers, output file). */
+#ifndef FISH_REQUEST_H
+#define FISH_REQUEST_H
+
+#include <curl/curl.h>
+#include <stdio.h>
+
+#include "buffer.h"
+#include "compat.h"
+
+#define FISH_REQUEST_MT "fish.request"
+
+/* Where the bytes of a 2xx body go. */
+typedef enum { SINK_BUFFER, SINK_STREAM, SINK_FILE } fish_sink;
+
+typedef enum { REQ_IDLE, REQ_RUNNING, REQ_DONE, REQ_CLOSED } fish_request_state;
+
+struct fish_engine;
+
+typedef struct fish_request {
+    CURL *easy;
+    struct curl_slist *headers;
+    curl_mime *mime;
+    fish_buffer body;        /* request body; CURLOPT_POSTFIELDS points into it */
+    fish_buffer response;    /* 2xx bytes: the whole body, or the undrained part */
+    fish_buffer error_body;  /* non-2xx body, kept up to error_body_limit */
+    size_t error_body_limit;
+    int error_body_truncated;
+    fish_sink sink;
+    char *file_path;         /* SINK_FILE: created on the first 2xx byte */
+    FILE *file;
+    int file_errno;          /* why writing the file failed, 0 if it did not */
+    long status;             /* HTTP status, 0 until the body starts or ends */
+    curl_off_t delivered;    /* 2xx bytes handed to the sink */
+    double started_at, first_byte_at, last_activity_at;
+    fish_request_state state;
+    CURLcode result;
+    int canceled;
+    lua_Integer id;
+    char errbuf[CURL_ERROR_SIZE];
+    /* The engine this request runs in, and its list of running requests. */
+    struct fish_engine *engine;
+    struct fish_request *prev, *next;
+} fish_request;
+
+int fish_open_request(lua_State *L);
+fish_request *fish_check_request(lua_State *L, int idx);
+
+/* Called by the engine once libcurl reports the transfer finished, or when
+ * the engine is closed under it: finish the sink and mark it done. */
+void fish_request_finish(fish_request *r, CURLcode result, int canceled);
+
+#endif
