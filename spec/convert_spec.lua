@@ -180,7 +180,9 @@ describe("fish.convert", function()
       assert.equal("application/msgpack", sent.headers["content-type"])
       assert.equal("Bearer " .. srv.api_key, sent.headers["authorization"])
       assert.equal("s2-pro", sent.headers["model"])
-      assert.matches("^fish%-lua/%d+%.%d+%.%d+ %(Lua 5%.4; libcurl/[%d.]+%)$", sent.headers["user-agent"])
+      local lua = type(jit) == "table" and jit.version or _VERSION
+      assert.equal(("fish-lua/%s (%s; libcurl/%s)"):format(fish.VERSION, lua, core.curl_version()), sent.headers["user-agent"])
+      assert.matches("^fish%-lua/%d+%.%d+%.%d+ %(", sent.headers["user-agent"])
       assert.same({ text = "Wire check" }, sent.msgpack)
     end)
 

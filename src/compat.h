@@ -9,7 +9,9 @@
 #if LUA_VERSION_NUM == 501
 #define luaL_setfuncs fish_setfuncs
 void fish_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
+#ifndef luaL_newlib /* LuaJIT 2.1 has it */
 #define luaL_newlib(L, l) (lua_newtable(L), luaL_setfuncs(L, l, 0))
+#endif
 #define lua_rawlen lua_objlen
 #define luaL_testudata fish_testudata
 void *fish_testudata(lua_State *L, int i, const char *tname);

@@ -111,6 +111,15 @@ static int engine_timeout(lua_State *L) {
     return 1;
 }
 
+/* e:count() -> how many requests are running in this engine. */
+static int engine_count(lua_State *L) {
+    fish_engine *e = check_engine(L, 1);
+    lua_Integer n = 0;
+    for (fish_request *r = e->running; r; r = r->next) n++;
+    lua_pushinteger(L, n);
+    return 1;
+}
+
 static int engine_wakeup(lua_State *L) {
     curl_multi_wakeup(check_engine(L, 1)->multi);
     return 0;
@@ -142,7 +151,8 @@ int fish_open_engine(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"add", engine_add},         {"perform", engine_perform},
         {"poll", engine_poll},       {"timeout", engine_timeout},
-        {"wakeup", engine_wakeup},   {"close", engine_close},
+        {"wakeup", engine_wakeup},   {"count", engine_count},
+        {"close", engine_close},
         {NULL, NULL},
     };
     luaL_newmetatable(L, FISH_ENGINE_MT);

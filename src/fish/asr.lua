@@ -6,7 +6,8 @@ local util = require("fish.util")
 
 local asr = {}
 
-local FIELDS = { "audio", "language", "timestamps", "retries", "timeout", "connect_timeout", "first_byte_timeout", "idle_timeout" }
+local FIELDS = { "audio", "language", "timestamps" }
+for _, name in ipairs(util.CALL_OPTIONS) do FIELDS[#FIELDS + 1] = name end
 local KNOWN = {}
 for _, name in ipairs(FIELDS) do KNOWN[name] = true end
 

@@ -6,6 +6,7 @@ local cjson = require("cjson.safe")
 local core = require("fish.core")
 local errors = require("fish.errors")
 local http = require("fish.http")
+local loop = require("fish.loop")
 local tts = require("fish.tts")
 local util = require("fish.util")
 
@@ -86,7 +87,10 @@ function State:call_settings(args)
   end
   local retries = pick("retries")
   if not util.is_integer(retries) then util.raise("fish: option 'retries' must be a whole number") end
-  return retries, {
+  if args.cancel ~= nil and not loop.is_token(args.cancel) then
+    util.raise("fish: option 'cancel' must be a fish.cancel_token()")
+  end
+  return retries, args.cancel, {
     connect = pick("connect_timeout"),
     first_byte = pick("first_byte_timeout"),
     idle = pick("idle_timeout"),
@@ -108,11 +112,12 @@ end
 -- Send one API call. spec: method, path, query, headers, body | mime, out,
 -- on_chunk, expect_body, plus the per-call args for retries and timeouts.
 function State:send(spec, args)
-  local retries, limits = self:call_settings(args or {})
+  local retries, token, limits = self:call_settings(args or {})
   spec.url = self.base_url .. spec.path .. (spec.query and spec.query ~= "" and ("?" .. spec.query) or "")
   spec.headers = self:headers(spec.headers)
   spec.retries = retries
   spec.limits = limits
+  spec.cancel = token
   return http.send(self, spec)
 end
 

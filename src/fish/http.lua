@@ -93,6 +93,7 @@ local function attempt(client, spec, limits)
     ca_file = client.ca_file,
   })
   client:_track(request)
+  if spec.cancel then spec.cancel:watch(request) end
   loop.start(request, limits)
   local on_progress
   if spec.on_chunk then
@@ -151,8 +152,8 @@ function http.send(client, spec)
   local attempts = (spec.retries or 0) + 1
   local response, err, safe
   for n = 1, attempts do
-    if loop.task_canceled() then
-      err = errors.new({ kind = "canceled", message = "the task was canceled" })
+    if loop.task_canceled() or (spec.cancel and spec.cancel.canceled) then
+      err = errors.new({ kind = "canceled", message = "the call was canceled", attempts = n - 1 })
       break
     end
     local request, temp = attempt(client, spec, limits)
@@ -172,7 +173,7 @@ function http.send(client, spec)
     discard(temp)
     err.attempts = n
     if not safe or n == attempts then break end
-    loop.sleep(err.retry_after or backoff(n), client.pause)
+    loop.sleep(err.retry_after or backoff(n), client.pause, spec.cancel)
   end
   return nil, err
 end

@@ -25,6 +25,7 @@ local fish = {
     loop.sleep(seconds)
   end,
   is_error = errors.is,
+  cancel_token = loop.new_token,
 }
 
 -- The default client is made on first use, so that requiring fish never

@@ -243,8 +243,43 @@ function loop.await(request, pause, on_progress)
   until request:state() ~= "running"
 end
 
-function loop.sleep(seconds, pause)
-  loop.wait_until(nil, core.now() + seconds, pause)
+-- Sleep; a cancel token ends the sleep early. Returns false if canceled.
+function loop.sleep(seconds, pause, token)
+  local ready = token and function() return token.canceled end or nil
+  return not loop.wait_until(ready, core.now() + seconds, pause)
+end
+
+-- ---- cancel tokens -------------------------------------------------------------
+
+-- fish.cancel_token(): pass it as `cancel = token` to any call; token:cancel()
+-- (from a task, a frame loop, a timer) ends those calls with kind "canceled".
+local Token = {}
+Token.__index = Token
+
+function loop.new_token()
+  return setmetatable({ canceled = false, requests = setmetatable({}, { __mode = "k" }) }, Token)
+end
+
+function loop.is_token(value)
+  return getmetatable(value) == Token
+end
+
+function Token:watch(request)
+  self.requests[request] = true
+end
+
+function Token:cancel()
+  if self.canceled then return false end
+  self.canceled = true
+  for request in pairs(self.requests) do
+    if request:state() == "running" then request:cancel() end
+  end
+  if engine then engine:wakeup() end
+  return true
+end
+
+function Token:__tostring()
+  return "fish.cancel_token (" .. (self.canceled and "canceled" or "active") .. ")"
 end
 
 -- ---- the scheduler -------------------------------------------------------------

@@ -36,10 +36,8 @@ local FIELDS = {
 }
 
 -- Options of fish.convert that shape the call rather than the body.
-tts.CALL_OPTIONS = {
-  "model", "extra", "out", "on_chunk", "retries",
-  "timeout", "connect_timeout", "first_byte_timeout", "idle_timeout",
-}
+tts.CALL_OPTIONS = { "model", "extra", "out", "on_chunk" }
+for _, name in ipairs(util.CALL_OPTIONS) do tts.CALL_OPTIONS[#tts.CALL_OPTIONS + 1] = name end
 
 local KNOWN, NAMES = {}, {}
 for _, field in ipairs(FIELDS) do

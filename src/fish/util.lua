@@ -2,6 +2,9 @@
 -- the caller's line, type checks, and URL encoding.
 local util = {}
 
+-- Options every API call accepts besides its own fields.
+util.CALL_OPTIONS = { "retries", "timeout", "connect_timeout", "first_byte_timeout", "idle_timeout", "cancel" }
+
 -- Raise `message` at the first stack frame outside fish's own Lua files, so
 -- the error names the caller's line rather than ours.
 function util.raise(message)

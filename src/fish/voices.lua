@@ -9,7 +9,7 @@ local util = require("fish.util")
 local voices = {}
 
 -- Options every call accepts, on top of its own fields.
-local CALL_OPTIONS = { "retries", "timeout", "connect_timeout", "first_byte_timeout", "idle_timeout" }
+local CALL_OPTIONS = util.CALL_OPTIONS
 
 local function known_set(fields)
   local known, names = {}, {}
@@ -102,8 +102,12 @@ local function voice_id(fn, voice)
   return voice
 end
 
+-- "." and ".." are unreserved, but as a path segment they are dot segments
+-- that libcurl removes ("/model/.." would become "/"), so encode their dots.
 local function voice_path(id)
-  return "/model/" .. util.percent_encode(id)
+  local segment = util.percent_encode(id)
+  if segment == "." or segment == ".." then segment = segment:gsub("%.", "%%2E") end
+  return "/model/" .. segment
 end
 
 -- ---- create --------------------------------------------------------------------
@@ -203,7 +207,7 @@ local function update(state, voice, args)
     for _, tag in ipairs(string_list(fn, "tags", args.tags)) do fields[#fields + 1] = { "tags", tag } end
   end
   local spec = { method = "PATCH", path = voice_path(id), allow_empty = true }
-  if args.cover_image ~= nil then
+  if true then
     -- A cover image needs multipart; everything else fits in a form.
     local parts = {}
     for _, kv in ipairs(fields) do parts[#parts + 1] = text_part(kv[1], kv[2]) end
@@ -295,7 +299,8 @@ local function each(state, args)
   filters.page_size = filters.page_size or 100
   local page_number = filters.page_number or 1
   voices.list_query(filters) -- check every field before the first request
-  local items, index, seen, done = {}, 0, 0, false
+  -- Voices on the pages before the first one fetched count towards `total`.
+  local items, index, seen, done = {}, 0, (page_number - 1) * filters.page_size, false
   return function()
     if index >= #items then
       if done then return nil end
