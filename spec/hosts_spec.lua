@@ -1,0 +1,309 @@
+-- Host loops: fish driven from someone else's event loop must never block
+-- it. The Neovim plugin (examples/nvim) steps fish from an editor timer; the
+-- nginx handler (examples/openresty) waits with pause = ngx.sleep. Both run
+-- in LuaJIT, so this spec (run by busted under any Lua) builds the LuaJIT
+-- module and starts the hosts as child processes against the local server,
+-- whose TTS calls take 1 s here.
+local cjson = require("cjson")
+local server = require("support.server")
+
+local q = server.shell_quote
+local ROOT = server.ROOT
+local HOSTS = ROOT .. "/spec/support/hosts"
+local NGINX_MODULES = "/usr/lib/nginx/modules"
+local TTS_DELAY = 1
+
+-- Run a shell command; returns ok and everything it printed.
+local function run(cmd)
+  local pipe = assert(io.popen("(" .. cmd .. ") 2>&1", "r"))
+  local out = pipe:read("a")
+  local ok = pipe:close()
+  return ok == true, out
+end
+
+local function have(program)
+  return (run("command -v " .. q(program) .. " >/dev/null"))
+end
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
+local function tmpdir()
+  local ok, out = run("mktemp -d")
+  assert(ok, out)
+  local dir = out:match("^(%S+)")
+  -- nginx workers run as nobody when the master is root: they must see it.
+  run("chmod 755 " .. q(dir))
+  return dir
+end
+
+local function sleep(seconds)
+  os.execute("sleep " .. seconds)
+end
+
+-- The hosts load build/luajit/fish/core.so: (re)build it. make is a no-op
+-- when it is up to date.
+local function build_luajit_module()
+  local ok, out = run("make -s -C " .. q(ROOT) .. " LUA=luajit")
+  assert(ok and exists(ROOT .. "/build/luajit/fish/core.so"),
+    "make LUA=luajit failed (LuaJIT headers: Debian package libluajit2-5.1-dev):\n" .. out)
+end
+
+local function is_audio(bytes)
+  if not bytes or #bytes < 4 then return false end
+  if bytes:sub(1, 4) == "RIFF" or bytes:sub(1, 3) == "ID3" then return true end
+  local b1, b2 = bytes:byte(1, 2)
+  return b1 == 0xFF and b2 >= 0xE0 -- an MPEG audio frame sync
+end
+
+local function with_env(env, cmd)
+  local parts = {}
+  for name, value in pairs(env) do parts[#parts + 1] = name .. "=" .. q(value) end
+  table.sort(parts)
+  return "env " .. table.concat(parts, " ") .. " " .. cmd
+end
+
+-- ---- Neovim ----------------------------------------------------------------
+
+local function nvim_missing()
+  if not have("nvim") then return "nvim is not installed (Debian: apt-get install neovim)" end
+  local ok, out = run("nvim --version")
+  if not ok or not out:match("LuaJIT") then return "this nvim is not built with LuaJIT" end
+end
+
+local nvim_skip = nvim_missing()
+if nvim_skip then
+  pending("Neovim plugin (examples/nvim): skipped, " .. nvim_skip)
+else
+  describe("the Neovim plugin (examples/nvim) #hosts", function()
+    local srv, dir
+
+    setup(function()
+      build_luajit_module()
+      srv = server.start({ tts_delay = TTS_DELAY })
+      dir = tmpdir()
+    end)
+
+    teardown(function()
+      if srv then srv:stop() end
+      if dir then run("rm -rf " .. q(dir)) end
+    end)
+
+    it(":FishSay converts while the editor's own timer keeps firing", function()
+      srv:reset()
+      local out, result = dir .. "/say.mp3", dir .. "/result.json"
+      local cmd = with_env({
+        FISH_SPEC_ROOT = ROOT,
+        FISH_SPEC_RESULT = result,
+        FISH_SPEC_OUT = out,
+        FISH_API_KEY = srv.api_key,
+        FISH_BASE_URL = srv.url,
+        -- keep the editor's state, cache and log files in the temp dir
+        XDG_STATE_HOME = dir, XDG_DATA_HOME = dir, XDG_CACHE_HOME = dir, XDG_CONFIG_HOME = dir,
+        NVIM_LOG_FILE = dir .. "/nvim-internal.log",
+      }, "timeout -k 2 15 nvim --headless --clean -u NONE -i NONE -n -c " ..
+        q("luafile " .. HOSTS .. "/nvim_say.lua") .. " </dev/null >" .. q(dir .. "/nvim.log"))
+      local ran = run("cd " .. q(dir) .. " && " .. cmd)
+      local log = read_file(dir .. "/nvim.log") or ""
+      local text = read_file(result)
+      assert(text, "nvim wrote no result (exit ok: " .. tostring(ran) .. "):\n" .. log)
+      local res = cjson.decode(text)
+      assert(res.ok, "FishSay failed: " .. tostring(res.error) .. "\n" .. log)
+
+      -- The audio is there, complete.
+      local audio = read_file(out)
+      assert.truthy(audio, "no audio file at " .. out)
+      assert.is_true(is_audio(audio), "not audio: " .. server.hex(audio:sub(1, 8)))
+      assert.equal(#audio, res.bytes)
+      assert.is_nil(read_file(out .. ".part"))
+
+      -- The server took 1 s; the command itself returned at once, and the
+      -- editor's 20 ms timer went on ticking the whole time (about 50 ticks,
+      -- none if the loop had been blocked) without a long gap.
+      assert.is_true(res.elapsed >= TTS_DELAY, "elapsed " .. res.elapsed)
+      assert.is_true(res.elapsed < TTS_DELAY + 5, "elapsed " .. res.elapsed)
+      assert.is_true(res.command_seconds < 0.25, ":FishSay took " .. res.command_seconds .. " s to return")
+      assert.is_true(res.ticks >= 20, "the editor's timer ticked only " .. res.ticks .. " times")
+      assert.is_true(res.max_gap < 0.5, "the editor's timer stalled for " .. res.max_gap .. " s")
+      assert.equal(0, res.jobs_running)
+      assert.equal(1, #srv:requests())
+    end)
+  end)
+end
+
+-- ---- nginx + the lua module --------------------------------------------------
+
+local function nginx_missing()
+  if not have("nginx") then return "nginx is not installed (Debian: apt-get install nginx)" end
+  for _, module in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
+    if not exists(NGINX_MODULES .. "/" .. module) then
+      return NGINX_MODULES .. "/" .. module .. " is missing (Debian: apt-get install libnginx-mod-http-lua)"
+    end
+  end
+end
+
+local function free_port()
+  local ok, out = run(q(server.PYTHON) .. " -c " .. q(
+    "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"))
+  assert(ok, out)
+  return assert(tonumber(out:match("(%d+)")), out)
+end
+
+-- The example config with its placeholders filled in.
+local function write_config(prefix, port)
+  local template = assert(read_file(ROOT .. "/examples/openresty/nginx.conf"))
+  local values = {
+    PREFIX = prefix,
+    PORT = tostring(port),
+    FISH_LUA = ROOT .. "/src",
+    FISH_LIB = ROOT .. "/build/luajit",
+    HANDLER_DIR = ROOT .. "/examples/openresty",
+  }
+  local conf = template:gsub("@([%u_]+)@", function(name)
+    return assert(values[name], "unknown placeholder @" .. name .. "@")
+  end)
+  local f = assert(io.open(prefix .. "/nginx.conf", "wb"))
+  f:write(conf)
+  f:close()
+end
+
+local Nginx = {}
+Nginx.__index = Nginx
+
+local function alive(pid)
+  return (run("kill -0 " .. pid))
+end
+
+-- Start nginx in the foreground under `timeout` (its own process group, so
+-- a stop or the time limit ends master and worker alike). A shell waits for
+-- it, so it is reaped; the shell's pipe stays open until stop().
+local function start_nginx(prefix, env)
+  for _ = 1, 3 do -- another process may take the free port before nginx does
+    local port = free_port()
+    write_config(prefix, port)
+    local cmd = with_env(env, "timeout -k 2 60 nginx -p " .. q(prefix) .. " -c " .. q(prefix .. "/nginx.conf") ..
+      " -e " .. q(prefix .. "/error.log"))
+    local pipe = assert(io.popen("sh -c " .. q(cmd .. " >" .. q(prefix .. "/stdout.log") .. " 2>&1 & echo PID $!; wait"), "r"))
+    local pid = assert(pipe:read("l")):match("^PID (%d+)")
+    local self = setmetatable({ pid = pid, pipe = pipe, port = port, prefix = prefix }, Nginx)
+    self.url = "http://127.0.0.1:" .. port
+    for _ = 1, 50 do
+      local ok, out = run("curl -s --max-time 1 " .. q(self.url .. "/ping"))
+      if ok and out:match("pong") then return self end
+      if not alive(pid) then break end
+      sleep(0.1)
+    end
+    local log = self:log()
+    self:stop()
+    if not log:match("Address already in use") then
+      error("nginx did not start:\n" .. log .. (read_file(prefix .. "/stdout.log") or ""))
+    end
+  end
+  error("nginx found no free port")
+end
+
+function Nginx:log()
+  return read_file(self.prefix .. "/error.log") or ""
+end
+
+function Nginx:stop()
+  if not self.pipe then return end
+  run("kill -TERM " .. self.pid)
+  for _ = 1, 30 do
+    if not alive(self.pid) then break end
+    sleep(0.1)
+  end
+  if alive(self.pid) then run("kill -KILL " .. self.pid) end
+  self.pipe:close() -- the shell has reaped nginx and exits
+  self.pipe = nil
+end
+
+local nginx_skip = nginx_missing()
+if nginx_skip then
+  pending("nginx handler (examples/openresty): skipped, " .. nginx_skip)
+else
+  describe("the nginx handler (examples/openresty) #hosts", function()
+    local srv, dir, nginx
+
+    setup(function()
+      build_luajit_module()
+      srv = server.start({ tts_delay = TTS_DELAY })
+      dir = tmpdir()
+      nginx = start_nginx(dir, { FISH_API_KEY = srv.api_key, FISH_BASE_URL = srv.url })
+    end)
+
+    teardown(function()
+      if nginx then nginx:stop() end
+      if srv then srv:stop() end
+      if dir then run("rm -rf " .. q(dir)) end
+    end)
+
+    before_each(function() srv:reset() end)
+
+    it("overlaps two slow conversions in one worker, which keeps serving", function()
+      local function curl(name, path)
+        return ("curl -sS --max-time 10 -o %s -w '%%{http_code} %%{time_total}\\n' %s > %s"):format(
+          q(dir .. "/" .. name), q(nginx.url .. path), q(dir .. "/" .. name .. ".status"))
+      end
+      local script = table.concat({
+        "start=$(date +%s%N)",
+        curl("a", "/say?text=hello") .. " &",
+        curl("b", "/say?text=world&format=wav") .. " &",
+        "sleep 0.3",
+        curl("ping", "/ping"),
+        "wait",
+        "echo ELAPSED $(( ($(date +%s%N) - start) / 1000000 ))",
+      }, "\n")
+      local ok, out = run("sh -c " .. q(script))
+      assert(ok, out)
+      local elapsed = tonumber(out:match("ELAPSED (%d+)")) / 1000
+
+      local function check(name, want_head)
+        local status = read_file(dir .. "/" .. name .. ".status") or ""
+        local body = read_file(dir .. "/" .. name) or ""
+        assert.equal("200", status:match("^(%d+)"), name .. ": " .. status .. body .. "\n" .. nginx:log())
+        assert.is_true(is_audio(body), name .. " is not audio: " .. server.hex(body:sub(1, 8)))
+        if want_head then assert.equal(want_head, body:sub(1, 4)) end
+      end
+      check("a")
+      check("b", "RIFF")
+
+      -- Each call took 1 s at the server: one after the other would be 2 s.
+      assert.is_true(elapsed >= TTS_DELAY, "elapsed " .. elapsed)
+      assert.is_true(elapsed < 1.7, "the two conversions did not overlap: " .. elapsed .. " s")
+      assert.equal(2, srv:stats().max_concurrent_tts)
+
+      -- A Lua request sent while both conversions waited was answered at once.
+      local ping = read_file(dir .. "/ping.status") or ""
+      local ping_seconds = tonumber(ping:match("^200 ([%d.]+)"))
+      assert(ping_seconds, "ping: " .. ping .. (read_file(dir .. "/ping") or ""))
+      assert.is_true(ping_seconds < 0.3, "the worker answered /ping after " .. ping_seconds .. " s")
+      assert.equal("pong\n", read_file(dir .. "/ping"))
+    end)
+
+    it("answers 400 without text, and a fish error as 502", function()
+      local ok, out = run("curl -s --max-time 5 -w ' %{http_code}' " .. q(nginx.url .. "/say"))
+      assert(ok, out)
+      assert.truthy(out:match(" 400$"), out)
+
+      srv:fault("/v1/tts", { status = 500 }, { times = 10 })
+      srv:config({ tts_delay = 0 })
+      ok, out = run("curl -s --max-time 10 -w ' %{http_code}' " .. q(nginx.url .. "/say?text=hi"))
+      assert(ok, out)
+      assert.truthy(out:match(" 502$"), out)
+      assert.truthy(out:match("fish: server"), out)
+      assert.falsy(out:find(srv.api_key, 1, true))
+    end)
+  end)
+end

@@ -1,0 +1,82 @@
+-- Run inside `nvim --headless --clean -u NONE -c "luafile <this>"` by
+-- spec/hosts_spec.lua. Loads the example plugin from examples/nvim, runs
+-- `:FishSay hello`, and meanwhile counts the ticks of the editor's own 20 ms
+-- timer. When the conversion ends it writes a JSON result and quits.
+--
+-- Environment: FISH_SPEC_ROOT (the repository), FISH_SPEC_RESULT (where
+-- the JSON goes), FISH_SPEC_OUT (the audio file), plus FISH_API_KEY and
+-- FISH_BASE_URL for the plugin.
+local uv = vim.uv or vim.loop
+local result_path = assert(os.getenv("FISH_SPEC_RESULT"), "FISH_SPEC_RESULT not set")
+
+local function write_result(t)
+  local f = assert(io.open(result_path, "w"))
+  f:write(vim.fn.json_encode(t))
+  f:close()
+end
+
+local function quit()
+  vim.schedule(function() vim.cmd("qall!") end)
+end
+
+local main_ok, main_err = pcall(function()
+  local root = assert(os.getenv("FISH_SPEC_ROOT"), "FISH_SPEC_ROOT not set")
+  package.path = root .. "/src/?.lua;" .. root .. "/src/?/init.lua;" .. package.path
+  package.cpath = root .. "/build/luajit/?.so;" .. package.cpath
+
+  vim.opt.runtimepath:append(root .. "/examples/nvim")
+  vim.cmd("runtime! plugin/fish_say.lua")
+  vim.g.fish_say = { play = false, format = "mp3", out = assert(os.getenv("FISH_SPEC_OUT")) }
+
+  -- The editor's own timer: if anything blocked the loop, it would stop ticking.
+  local ticks, last, max_gap = 0, nil, 0
+  local started = uv.hrtime()
+  local clock = uv.new_timer()
+  clock:start(20, 20, function()
+    local now = uv.hrtime()
+    ticks = ticks + 1
+    max_gap = math.max(max_gap, (now - (last or started)) / 1e9)
+    last = now
+  end)
+
+  local watchdog = uv.new_timer()
+  watchdog:start(12000, 0, vim.schedule_wrap(function()
+    write_result({ ok = false, error = "no FishSayDone within 12 s", ticks = ticks })
+    quit()
+  end))
+
+  vim.api.nvim_create_autocmd("User", {
+    pattern = "FishSayDone",
+    once = true,
+    callback = function()
+      local elapsed = (uv.hrtime() - started) / 1e9
+      clock:stop()
+      watchdog:stop()
+      local last_result = vim.g.fish_say_last or {}
+      write_result({
+        ok = last_result.ok == true,
+        path = last_result.path,
+        bytes = last_result.bytes,
+        error = last_result.error,
+        ticks = ticks,
+        max_gap = max_gap,
+        elapsed = elapsed,
+        command_seconds = vim.g.fish_spec_command_seconds,
+        jobs_running = require("fish_say").running(),
+      })
+      quit()
+    end,
+  })
+
+  local before = uv.hrtime()
+  vim.cmd("FishSay hello")
+  vim.g.fish_spec_command_seconds = (uv.hrtime() - before) / 1e9
+  if require("fish_say").running() == 0 and vim.g.fish_say_last == nil then
+    error("FishSay started nothing: " .. vim.fn.execute("messages"), 0)
+  end
+end)
+
+if not main_ok then
+  write_result({ ok = false, error = "script failed: " .. tostring(main_err) })
+  quit()
+end
