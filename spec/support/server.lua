@@ -21,7 +21,9 @@ function server.start(opts)
   opts = opts or {}
   local key = opts.api_key or "test-key-0123456789"
   local log = os.tmpname()
-  local args = { server.PYTHON, shell_quote(server.SCRIPT), "--port 0", "--api-key", shell_quote(key) }
+  -- env -u LD_PRELOAD: under `make test-asan` the sanitizer runtime is
+  -- preloaded for the Lua interpreter; the server must not inherit it.
+  local args = { "env -u LD_PRELOAD", server.PYTHON, shell_quote(server.SCRIPT), "--port 0", "--api-key", shell_quote(key) }
   if opts.train_delay then args[#args + 1] = "--train-delay " .. opts.train_delay end
   if opts.tts_delay then args[#args + 1] = "--tts-delay " .. opts.tts_delay end
   -- The shell prints the server's pid, the server prints its port.
@@ -61,7 +63,7 @@ end
 -- curl the control API; returns the decoded JSON answer.
 function server:control(method, path, body)
   local tmp
-  local cmd = { "curl -sS --max-time 30 -X", method }
+  local cmd = { "env -u LD_PRELOAD curl -sS --max-time 30 -X", method }
   if body ~= nil then
     tmp = os.tmpname()
     local f = assert(io.open(tmp, "wb"))

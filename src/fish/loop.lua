@@ -332,8 +332,9 @@ end
 
 -- done?, then the results (or false, error) without waiting.
 function Task:result()
-  if self.status == "running" then return false end
+  -- Asking for the result is taking charge of the task's error, too.
   self.watched = true
+  if self.status == "running" then return false end
   if self.status == "error" then return true, false, self.error end
   local r = self.results or { n = 0 }
   return true, (table.unpack or unpack)(r, 1, r.n)
