@@ -1,0 +1,76 @@
+-- Every example runs against the local server, so none of them can rot.
+local server = require("support.server")
+
+local LUA = type(jit) == "table" and "luajit" or "lua5.4"
+local q = server.shell_quote
+
+local function run(srv, script, ...)
+  local args = {}
+  for i, a in ipairs({ ... }) do args[i] = q(a) end
+  local cmd = ("env -u LD_PRELOAD FISH_API_KEY=%s FISH_BASE_URL=%s %s %s %s 2>&1; echo \"exit=$?\""):format(
+    q(srv.api_key), q(srv.url), LUA, q(server.ROOT .. "/examples/" .. script), table.concat(args, " "))
+  local pipe = io.popen(cmd)
+  local out = pipe:read("*a")
+  pipe:close()
+  return out:match("exit=(%d+)%s*$") == "0", out
+end
+
+local function size_of(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local size = f:seek("end")
+  f:close()
+  return size
+end
+
+describe("examples", function()
+  local srv, dir
+
+  setup(function()
+    srv = server.start({ train_delay = 1 })
+    local pipe = io.popen("mktemp -d")
+    dir = pipe:read("*l")
+    pipe:close()
+  end)
+
+  teardown(function()
+    srv:stop()
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  it("oneshot.lua clones from the reference WAV and writes an MP3", function()
+    local ok, out = run(srv, "oneshot.lua", dir .. "/oneshot.mp3")
+    assert.is_true(ok, out)
+    assert.matches("one%-shot: wrote .*oneshot%.mp3 %(%d+ bytes%)", out)
+    assert.is_true(size_of(dir .. "/oneshot.mp3") > 0)
+    local sent = srv:last_request("/v1/tts")
+    assert.equal("Hello, this is a short reference recording. The quick brown fox jumps over the lazy dog.",
+      sent.msgpack.references[1].text)
+  end)
+
+  it("persistent.lua creates a voice, waits for training and speaks with it", function()
+    local ok, out = run(srv, "persistent.lua", dir .. "/persistent.mp3")
+    assert.is_true(ok, out)
+    assert.matches("trained", out)
+    assert.is_true(size_of(dir .. "/persistent.mp3") > 0)
+    assert.is_string(srv:last_request("/v1/tts").msgpack.reference_id)
+  end)
+
+  it("tasks.lua trains and converts at once", function()
+    local ok, out = run(srv, "tasks.lua", dir)
+    assert.is_true(ok, out)
+    assert.matches("trained voice: %x+", out)
+    assert.is_true(size_of(dir .. "/task-1.mp3") > 0)
+    assert.is_true(size_of(dir .. "/task-2.mp3") > 0)
+  end)
+
+  it("game_loop.lua speaks while the frame loop keeps running", function()
+    srv:config({ tts_delay = 0.5 })
+    local ok, out = run(srv, "game_loop.lua", dir .. "/line.mp3")
+    srv:config({ tts_delay = 0 })
+    assert.is_true(ok, out)
+    local frames = tonumber(out:match("game loop: (%d+) frames"))
+    assert.is_true(frames and frames >= 10, out)
+    assert.is_true(size_of(dir .. "/line.mp3") > 0)
+  end)
+end)
