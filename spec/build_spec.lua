@@ -1,0 +1,69 @@
+-- Building and installing: make install (PREFIX, DESTDIR), luarocks make with
+-- the rockspec, and a module that never links against liblua.
+local server = require("support.server")
+
+local ROOT = server.ROOT
+local q = server.shell_quote
+local LUA = type(jit) == "table" and "luajit" or "lua5.4"
+local ABI = type(jit) == "table" and "5.1" or "5.4"
+local BUILD = type(jit) == "table" and "build/luajit" or "build/5.4"
+
+local function run(cmd)
+  local pipe = io.popen("env -u LD_PRELOAD sh -c " .. q(cmd) .. " 2>&1; echo \"exit=$?\"")
+  local out = pipe:read("*a")
+  pipe:close()
+  return out:match("exit=(%d+)%s*$") == "0", out
+end
+
+local function tmpdir()
+  local pipe = io.popen("mktemp -d")
+  local dir = pipe:read("*l")
+  pipe:close()
+  return dir
+end
+
+-- Load fish from an installed tree only (no project paths), print a marker.
+local function loads_from(lua_dir, lib_dir)
+  local probe = ("package.path = %q .. '/?.lua;' .. %q .. '/?/init.lua;' .. package.path; " ..
+    "package.cpath = %q .. '/?.so;' .. package.cpath; " ..
+    "local fish = require('fish'); local core = require('fish.core'); " ..
+    "assert(package.searchpath('fish.core', package.cpath):find(%q, 1, true)); " ..
+    "assert(package.searchpath('fish', package.path):find(%q, 1, true)); io.write('loaded ', fish.VERSION)")
+    :format(lua_dir, lua_dir, lib_dir, lib_dir, lua_dir)
+  return run(("LUA_PATH=';;' LUA_CPATH=';;' %s -e %s"):format(LUA, q(probe)))
+end
+
+describe("build and install", function()
+  local dir
+
+  setup(function() dir = tmpdir() end)
+  teardown(function() os.execute("rm -rf " .. q(dir)) end)
+
+  it("make install puts Lua files and core.so under PREFIX, honouring DESTDIR", function()
+    local lua_make = type(jit) == "table" and "LUA=luajit" or "LUA=lua5.4"
+    local ok, out = run(("make -s -C %s install %s PREFIX=/opt/fish DESTDIR=%s"):format(q(ROOT), lua_make, q(dir)))
+    assert.is_true(ok, out)
+    local prefix = dir .. "/opt/fish"
+    local loaded, msg = loads_from(prefix .. "/share/lua/" .. ABI, prefix .. "/lib/lua/" .. ABI)
+    assert.is_true(loaded, msg)
+    assert.matches("loaded %d+%.%d+%.%d+", msg)
+  end)
+
+  it("the module does not link against liblua", function()
+    local ok, out = run("ldd " .. q(ROOT .. "/" .. BUILD .. "/fish/core.so"))
+    assert.is_true(ok, out)
+    assert.is_nil(out:find("liblua", 1, true), out)
+    assert.is_nil(out:find("libluajit", 1, true), out)
+    assert.truthy(out:find("libcurl", 1, true), out)
+  end)
+
+  it("luarocks make builds and installs the rockspec (Lua 5.4)", function()
+    if ABI ~= "5.4" then return pending("the rockspec check runs in the Lua 5.4 pass") end
+    local tree = dir .. "/tree"
+    local ok, out = run(("cd %s && luarocks make --lua-version=5.4 --tree=%s rockspec/fish-audio-scm-1.rockspec")
+      :format(q(ROOT), q(tree)))
+    assert.is_true(ok, out)
+    local loaded, msg = loads_from(tree .. "/share/lua/5.4", tree .. "/lib/lua/5.4")
+    assert.is_true(loaded, msg)
+  end)
+end)
