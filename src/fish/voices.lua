@@ -207,7 +207,7 @@ local function update(state, voice, args)
     for _, tag in ipairs(string_list(fn, "tags", args.tags)) do fields[#fields + 1] = { "tags", tag } end
   end
   local spec = { method = "PATCH", path = voice_path(id), allow_empty = true }
-  if true then
+  if args.cover_image ~= nil then
     -- A cover image needs multipart; everything else fits in a form.
     local parts = {}
     for _, kv in ipairs(fields) do parts[#parts + 1] = text_part(kv[1], kv[2]) end
@@ -321,7 +321,7 @@ end
 
 -- ---- wait_trained --------------------------------------------------------------------------
 
-local WAIT_FIELDS = { "timeout", "interval", "on_state" }
+local WAIT_FIELDS = { "timeout", "interval", "on_state", "cancel" }
 
 local function wait_trained(state, voice, opts)
   local fn = "fish.voices.wait_trained"
@@ -329,8 +329,10 @@ local function wait_trained(state, voice, opts)
   local id = voice_id(fn, voice)
   opts = opts or {}
   util.check_table(fn, opts)
-  util.check_known(fn, opts, { timeout = true, interval = true, on_state = true }, WAIT_FIELDS)
+  util.check_known(fn, opts, { timeout = true, interval = true, on_state = true, cancel = true }, WAIT_FIELDS)
   local timeout, interval, on_state = opts.timeout or 300, opts.interval or 5, opts.on_state
+  local token = opts.cancel
+  if token ~= nil and not loop.is_token(token) then fail(fn, "cancel", "must be a fish.cancel_token()") end
   if type(timeout) ~= "number" or timeout < 0 then fail(fn, "timeout", "must be a non-negative number") end
   if type(interval) ~= "number" or interval <= 0 then fail(fn, "interval", "must be a positive number") end
   if on_state ~= nil and type(on_state) ~= "function" then fail(fn, "on_state", "must be a function") end
@@ -341,7 +343,7 @@ local function wait_trained(state, voice, opts)
   while true do
     if not current then
       local err
-      current, err = get(state, id)
+      current, err = get(state, id, token and { cancel = token } or nil)
       if not current then return nil, err end
     end
     if current.state ~= last_state then
@@ -353,7 +355,7 @@ local function wait_trained(state, voice, opts)
       return nil, errors.new({ kind = "failed", message = "voice " .. id .. " failed training", voice = current })
     end
     local left = deadline - core.now()
-    if left <= 0 or loop.task_canceled() then
+    if left <= 0 or loop.task_canceled() or (token and token.canceled) then
       local kind = left <= 0 and "timeout" or "canceled"
       return nil, errors.new({
         kind = kind,
@@ -363,7 +365,7 @@ local function wait_trained(state, voice, opts)
         voice = current,
       })
     end
-    loop.sleep(math.min(interval, left), state.pause)
+    loop.sleep(math.min(interval, left), state.pause, token)
     current = nil
   end
 end
