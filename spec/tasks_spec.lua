@@ -297,6 +297,25 @@ describe("cancellation and cleanup", function()
     assert.equal("canceled", result[2].kind)
   end)
 
+  it("a cancel token ends wait_trained between polls", function()
+    srv:config({ train_delay = 30 })
+    local voice = assert(client.voices.create({ title = "Never ready", voices = { "RIFF....WAVE" } }))
+    local token = fish.cancel_token()
+    local result
+    local task = fish.spawn(function()
+      result = { client.voices.wait_trained(voice, { interval = 5, cancel = token }) }
+    end)
+    fish.step(0.05)
+    token:cancel()
+    local started = core.now()
+    fish.run()
+    assert.equal("done", task.status)
+    assert.is_nil(result[1])
+    assert.equal("canceled", result[2].kind)
+    -- It did not sit out the 5 s poll interval.
+    assert.is_true(core.now() - started < 4)
+  end)
+
   it("closing a client cancels its requests in flight", function()
     srv:fault("/v1/tts", { slow_headers = 5 })
     local c = fish.new({ api_key = srv.api_key, base_url = srv.url, retries = 0 })

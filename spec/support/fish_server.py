@@ -736,6 +736,9 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "fish-local/1.0"
     sys_version = ""
     timeout = IDLE_TIMEOUT
+    # Headers and body go out in separate writes; with Nagle on, the client's
+    # delayed ACK costs ~40 ms per request.
+    disable_nagle_algorithm = True
 
     # --- connection bookkeeping ---------------------------------------------
 

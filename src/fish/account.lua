@@ -3,22 +3,40 @@ local util = require("fish.util")
 
 local account = {}
 
+local function known(fields)
+  local set, names = {}, {}
+  for _, list in ipairs({ fields, util.CALL_OPTIONS }) do
+    for _, name in ipairs(list) do
+      set[name] = true
+      names[#names + 1] = name
+    end
+  end
+  return set, names
+end
+
+local CREDIT_FIELDS, CREDIT_NAMES = known({ "check_free_credit" })
+local PACKAGE_FIELDS, PACKAGE_NAMES = known({})
+
 local function credits(state, opts)
   local fn = "fish.account.credits"
   state:check_open(fn)
   opts = opts or {}
   util.check_table(fn, opts)
-  util.check_known(fn, opts, { check_free_credit = true }, { "check_free_credit" })
+  util.check_known(fn, opts, CREDIT_FIELDS, CREDIT_NAMES)
   if opts.check_free_credit ~= nil and type(opts.check_free_credit) ~= "boolean" then
     util.raise(fn .. ": field 'check_free_credit' must be a boolean")
   end
   local query = opts.check_free_credit ~= nil and ("check_free_credit=" .. tostring(opts.check_free_credit)) or nil
-  return state:send_json({ method = "GET", path = "/wallet/self/api-credit", query = query })
+  return state:send_json({ method = "GET", path = "/wallet/self/api-credit", query = query }, opts)
 end
 
-local function package(state)
-  state:check_open("fish.account.package")
-  return state:send_json({ method = "GET", path = "/wallet/self/package" })
+local function package(state, opts)
+  local fn = "fish.account.package"
+  state:check_open(fn)
+  opts = opts or {}
+  util.check_table(fn, opts)
+  util.check_known(fn, opts, PACKAGE_FIELDS, PACKAGE_NAMES)
+  return state:send_json({ method = "GET", path = "/wallet/self/package" }, opts)
 end
 
 function account.install(public, state, bind)

@@ -121,13 +121,27 @@ function State:send(spec, args)
   return http.send(self, spec)
 end
 
+-- JSON null arrives as cjson.null, which is truthy in Lua: drop such fields
+-- from objects so `if voice.description then` means what it says.
+function client.drop_nulls(value)
+  if type(value) ~= "table" then return value end
+  for k, v in pairs(value) do
+    if v == cjson.null and type(k) == "string" then
+      value[k] = nil
+    else
+      client.drop_nulls(v)
+    end
+  end
+  return value
+end
+
 -- A call whose 2xx answer is JSON: returns the decoded value, or nil, err.
 function State:send_json(spec, args)
   local response, err = self:send(spec, args)
   if not response then return nil, err end
   if response.body == "" and spec.allow_empty then return true end
   local decoded = cjson.decode(response.body)
-  if decoded == nil then
+  if decoded == nil or decoded == cjson.null then
     return nil, errors.new({
       kind = "invalid_response",
       status = response.status,
@@ -136,7 +150,7 @@ function State:send_json(spec, args)
       attempts = response.attempts,
     })
   end
-  return decoded
+  return client.drop_nulls(decoded)
 end
 
 function State:close()
