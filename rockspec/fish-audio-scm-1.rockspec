@@ -40,7 +40,7 @@ build = {
     ["fish.voices"] = "src/fish/voices.lua",
     ["fish.core"] = {
       sources = {
-        "src/buffer.c", "src/clock.c", "src/compat.c", "src/core.c", "src/engine.c",
+        "src/buffer.c", "src/class.c", "src/clock.c", "src/compat.c", "src/core.c", "src/engine.c",
         "src/lmsgpack.c", "src/msgpack_read.c", "src/msgpack_write.c", "src/request.c",
       },
       libraries = { "curl" },

@@ -3,6 +3,7 @@
  * an idle process sleeps), `timeout` tells a host loop when to come back. */
 #include "engine.h"
 
+#include "class.h"
 #include "clock.h"
 
 static fish_engine *check_engine(lua_State *L, int idx) {
@@ -149,22 +150,11 @@ static int engine_tostring(lua_State *L) {
 
 int fish_open_engine(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"add", engine_add},         {"perform", engine_perform},
-        {"poll", engine_poll},       {"timeout", engine_timeout},
-        {"wakeup", engine_wakeup},   {"count", engine_count},
-        {"close", engine_close},
+        {"add", engine_add},       {"perform", engine_perform}, {"poll", engine_poll},
+        {"timeout", engine_timeout}, {"wakeup", engine_wakeup}, {"count", engine_count},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, FISH_ENGINE_MT);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, engine_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, engine_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, engine_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    fish_class_register(L, FISH_ENGINE_MT, methods, engine_close, engine_tostring);
     lua_pushcfunction(L, engine_new);
     lua_setfield(L, -2, "engine");
     return 0;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "class.h"
 #include "clock.h"
 #include "engine.h"
 
@@ -459,19 +460,9 @@ int fish_open_request(lua_State *L) {
         {"status", request_status}, {"result", request_result},
         {"take", request_take},     {"error_body", request_error_body},
         {"header", request_header}, {"progress", request_progress},
-        {"cancel", request_cancel}, {"close", request_close},
-        {NULL, NULL},
+        {"cancel", request_cancel}, {NULL, NULL},
     };
-    luaL_newmetatable(L, FISH_REQUEST_MT);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, request_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, request_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, request_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    fish_class_register(L, FISH_REQUEST_MT, methods, request_close, request_tostring);
     lua_pushcfunction(L, request_new);
     lua_setfield(L, -2, "request");
     return 0;
