@@ -32,9 +32,21 @@ function http.parse_retry_after(value, now_epoch)
   return seconds
 end
 
+-- A number in [0, 1) for the jitter. LuaJIT's math.random starts from the
+-- same seed in every process, so alone it would give every process the same
+-- "random" waits and let them retry in lockstep; the clock's sub-millisecond
+-- digits differ from process to process. The host's random state is left as
+-- it is: a library must not reseed it.
+local function jitter_fraction()
+  local clock = (core.now() * 1e6) % 1000 / 1000
+  return (math.random() + clock) % 1
+end
+
+-- 1 s, 2 s, 4 s, ... with +-10 % jitter, never above the Retry-After cap
+-- (a caller who asks for many retries must not wait for hours).
 local function backoff(attempt)
-  local base = BACKOFF_BASE * 2 ^ (attempt - 1)
-  return base * (1 + JITTER * (2 * math.random() - 1))
+  local base = math.min(BACKOFF_BASE * 2 ^ (attempt - 1), RETRY_AFTER_CAP)
+  return base * (1 + JITTER * (2 * jitter_fraction() - 1))
 end
 
 local TIMEOUT_MESSAGES = {
@@ -111,20 +123,25 @@ end
 local function outcome(client, spec, request, temp, limits)
   local failure, message = request:result()
   local delivered, _, first_byte_at = request:progress()
-  if failure then
+  local status = request:status()
+  -- A non-2xx answer whose body broke off (a proxy's 502 that hangs up, a
+  -- reset inside a 503 page) is still that status: report and retry it as
+  -- the status says. None of its bytes reached the caller's sink.
+  local broken_error_body = failure == "network" and status >= 300 and delivered == 0
+  if failure and not broken_error_body then
     local err = transfer_error(request, failure, errors.scrub(message, client.api_key), limits)
     local before_response = first_byte_at == 0 and delivered == 0
     local safe = before_response and (failure == "connect" or failure == "connect_timeout" or failure == "network")
     return nil, err, safe
   end
-  local status = request:status()
   if status < 200 or status >= 300 then
     local body, truncated = request:error_body()
-    local err = errors.from_http(status, errors.scrub(body, client.api_key), truncated)
+    truncated = truncated or broken_error_body
+    local err = errors.from_http(status, errors.scrub(body, client.api_key, truncated), truncated)
     err.message = errors.scrub(err.message, client.api_key)
     err.retry_after = http.parse_retry_after(request:header("Retry-After"))
     if status >= 300 and status < 400 then
-      err.location = request:header("Location")
+      err.location = errors.scrub(request:header("Location"), client.api_key)
       err.message = err.message .. " (redirects are not followed)"
     end
     return nil, err, retryable_status(status)
@@ -156,6 +173,12 @@ function http.send(client, spec)
       err = errors.new({ kind = "canceled", message = "the call was canceled", attempts = n - 1 })
       break
     end
+    -- Closed while we waited to retry: close() cancels what runs, and must
+    -- not be undone by the next attempt.
+    if client.closed then
+      err = errors.new({ kind = "canceled", message = "the client was closed", attempts = n - 1 })
+      break
+    end
     local request, temp = attempt(client, spec, limits)
     response, err, safe = outcome(client, spec, request, temp, limits)
     request:close()
@@ -173,7 +196,12 @@ function http.send(client, spec)
     discard(temp)
     err.attempts = n
     if not safe or n == attempts then break end
-    loop.sleep(err.retry_after or backoff(n), client.pause, spec.cancel)
+    -- The back-off goes through the module table, so a spec can shorten it.
+    -- A cancel token or client.close() ends the wait early.
+    local wait = err.retry_after or http._backoff(n)
+    loop.wait_until(function()
+      return client.closed or (spec.cancel ~= nil and spec.cancel.canceled)
+    end, core.now() + wait, client.pause)
   end
   return nil, err
 end
