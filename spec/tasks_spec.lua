@@ -59,6 +59,19 @@ describe("fish tasks", function()
     assert.equal("done", a.status)
   end)
 
+  it("fish.sleep in a task waits its time while other tasks run", function()
+    local woke_at, other_ran
+    local started = core.now()
+    fish.spawn(function()
+      fish.sleep(0.3)
+      woke_at = core.now() - started
+    end)
+    fish.spawn(function() other_ran = core.now() - started end)
+    fish.run()
+    assert.is_true(woke_at >= 0.29, ("woke after %.3f s"):format(woke_at))
+    assert.is_true(other_ran < woke_at)
+  end)
+
   it("suspends only the calling task during a conversion", function()
     srv:config({ tts_delay = 0.5 })
     local ticks, finished = 0, false

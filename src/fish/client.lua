@@ -41,14 +41,21 @@ local function default_user_agent()
 end
 
 local function is_loopback(host)
-  return host == "localhost" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil or host == "[::1]"
+  return host == "localhost" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil or host == "::1"
 end
 
 local function check_base_url(url, has_key, insecure)
-  local scheme, host = url:match("^(https?)://([^/:]+)")
-  if not scheme then
-    util.raise("fish.new: option 'base_url' must start with http:// or https://, got " .. url)
+  local scheme, authority = url:match("^(https?)://([^/?#]*)")
+  if not scheme or authority == "" then
+    util.raise("fish.new: option 'base_url' must start with http:// or https:// and a host, got " .. url)
   end
+  -- Credentials in the URL would travel with every request, and
+  -- "http://127.0.0.1:1@example.com" would pass for loopback while going
+  -- to example.com: refuse userinfo outright.
+  if authority:find("@", 1, true) then
+    util.raise("fish.new: option 'base_url' must not contain user information ('@')")
+  end
+  local host = authority:match("^%[(.-)%]") or authority:match("^[^:]*")
   if scheme == "http" and has_key and not is_loopback(host) and not insecure then
     util.raise("fish.new: refusing to send the API key over plain http to " .. host ..
       " (use https, or pass insecure = true)")
@@ -227,6 +234,9 @@ function client.new(opts)
   end
   for _, name in ipairs({ "timeout", "connect_timeout", "first_byte_timeout", "idle_timeout", "retries" }) do
     check_number(name, opts[name])
+  end
+  if opts.retries ~= nil and not util.is_integer(opts.retries) then
+    util.raise("fish.new: option 'retries' must be a whole number")
   end
   if opts.pause ~= nil and type(opts.pause) ~= "function" then
     util.raise("fish.new: option 'pause' must be a function(seconds)")

@@ -113,7 +113,9 @@ end
 local function task_ready(task, now)
   if task.wake_at and now >= task.wake_at then return true end
   if task.canceled then return true end
-  return task.ready == nil or task.ready()
+  -- No condition: a timed sleep waits for wake_at; a plain yield goes on.
+  if task.ready == nil then return task.wake_at == nil end
+  return task.ready()
 end
 
 local function remove_task(task)
