@@ -4,23 +4,12 @@
 local cjson = require("cjson")
 local fish = require("fish")
 local server = require("support.server")
+local files = require("support.files")
+local read_file, write_file = files.read, files.write
 
 local REFERENCE_WAV = server.ROOT .. "/examples/reference.wav"
 local REFERENCE_SECONDS = 6.531 -- 104496 frames at 16 kHz
 local TRANSCRIPT = "hello from the local fish server"
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("*a")
-  f:close()
-  return data
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
 
 local function u32be(n)
   return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)

@@ -1,6 +1,7 @@
 -- Building and installing: make install (PREFIX, DESTDIR), luarocks make with
 -- the rockspec, and a module that never links against liblua.
 local server = require("support.server")
+local tmpdir = require("support.files").tmpdir
 
 local ROOT = server.ROOT
 local q = server.shell_quote
@@ -13,13 +14,6 @@ local function run(cmd)
   local out = pipe:read("*a")
   pipe:close()
   return out:match("exit=(%d+)%s*$") == "0", out
-end
-
-local function tmpdir()
-  local pipe = io.popen("mktemp -d")
-  local dir = pipe:read("*l")
-  pipe:close()
-  return dir
 end
 
 -- Load fish from an installed tree only (no project paths), print a marker.

@@ -3,47 +3,12 @@
 local fish = require("fish")
 local core = require("fish.core")
 local server = require("support.server")
+local files = require("support.files")
+local read_file, write_file, files_like, tmpdir = files.read, files.write, files.entries, files.tmpdir
 
 local REFERENCE_WAV = server.ROOT .. "/examples/reference.wav"
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local data = f:read("*a")
-  f:close()
-  return data
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
 -- Files in `dir` whose names start with `prefix` (temporary files included).
-local function files_like(dir, prefix)
-  local found = {}
-  local pipe = io.popen("ls -a " .. server.shell_quote(dir))
-  for name in pipe:lines() do
-    if name:sub(1, #prefix) == prefix then found[#found + 1] = name end
-  end
-  pipe:close()
-  return found
-end
-
-local function tmpdir()
-  local pipe = io.popen("mktemp -d")
-  local dir = pipe:read("*l")
-  pipe:close()
-  return dir
-end
-
 local function u32le(s, i)
   local a, b, c, d = s:byte(i, i + 3)
   return a + b * 256 + c * 65536 + d * 16777216
@@ -61,7 +26,7 @@ describe("fish.convert", function()
   teardown(function()
     client.close()
     srv:stop()
-    os.execute("rm -rf " .. server.shell_quote(dir))
+    require("support.files").remove_tree(dir)
   end)
 
   before_each(function() srv:reset() end)

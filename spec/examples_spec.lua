@@ -1,5 +1,6 @@
 -- Every example runs against the local server, so none of them can rot.
 local server = require("support.server")
+local size_of = require("support.files").size
 
 local LUA = type(jit) == "table" and "luajit" or "lua5.4"
 local q = server.shell_quote
@@ -15,14 +16,6 @@ local function run(srv, script, ...)
   local out = pipe:read("*a")
   pipe:close()
   return out:match("exit=(%d+)%s*$") == "0", out
-end
-
-local function size_of(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local size = f:seek("end")
-  f:close()
-  return size
 end
 
 describe("examples", function()

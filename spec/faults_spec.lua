@@ -5,27 +5,12 @@
 local fish = require("fish")
 local core = require("fish.core")
 local server = require("support.server")
+local files = require("support.files")
+local run, mkdtemp, entries = files.capture, files.tmpdir, files.entries
 
 local LONG_TEXT = string.rep("A sentence of audio. ", 3) -- about 3 s of audio, 260 KB of WAV
 
-local function run(cmd)
-  local pipe = assert(io.popen(cmd))
-  local out = pipe:read("*a")
-  pipe:close()
-  return out
-end
-
-local function mkdtemp()
-  return (run("mktemp -d"):gsub("%s+$", ""))
-end
-
 -- Every entry of `dir`, hidden ones included (a temp file is named x.wav.*.part).
-local function entries(dir)
-  local found = {}
-  for name in run("ls -A " .. server.shell_quote(dir)):gmatch("[^\n]+") do found[#found + 1] = name end
-  return found
-end
-
 local function alive(pid)
   local r = os.execute("kill -0 " .. pid .. " 2>/dev/null")
   return r == true or r == 0
@@ -76,7 +61,7 @@ describe("faults", function()
   teardown(function()
     client.close()
     srv:stop()
-    os.execute("rm -rf " .. server.shell_quote(root))
+    require("support.files").remove_tree(root)
   end)
 
   before_each(function() srv:reset() end)

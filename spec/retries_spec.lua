@@ -7,6 +7,7 @@ local fish = require("fish")
 local core = require("fish.core")
 local http = require("fish.http")
 local server = require("support.server")
+local run = require("support.files").capture
 
 local TEXT = "A retried sentence."
 
@@ -17,13 +18,6 @@ local function child_prelude()
   local abi = type(jit) == "table" and "luajit" or "5.4"
   return ("package.path = %q .. package.path; package.cpath = %q .. package.cpath\n"):format(
     root .. "/src/?.lua;" .. root .. "/src/?/init.lua;", root .. "/build/" .. abi .. "/?.so;")
-end
-
-local function run(cmd)
-  local pipe = assert(io.popen(cmd))
-  local out = pipe:read("*a")
-  pipe:close()
-  return out
 end
 
 -- fish.sleep inside a task, repeated until the time has really passed:

@@ -4,6 +4,8 @@
 local fish = require("fish")
 local core = require("fish.core")
 local server = require("support.server")
+local files = require("support.files")
+local run, write_file, mkdtemp = files.capture, files.write, files.tmpdir
 
 -- Lua source that finds this checkout's fish from any directory, for scripts
 -- run in a child interpreter.
@@ -12,23 +14,6 @@ local function child_prelude()
   local abi = type(jit) == "table" and "luajit" or "5.4"
   return ("package.path = %q .. package.path; package.cpath = %q .. package.cpath\n"):format(
     root .. "/src/?.lua;" .. root .. "/src/?/init.lua;", root .. "/build/" .. abi .. "/?.so;")
-end
-
-local function run(cmd)
-  local pipe = assert(io.popen(cmd))
-  local out = pipe:read("*a")
-  pipe:close()
-  return out
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
-local function mkdtemp()
-  return (run("mktemp -d"):gsub("%s+$", ""))
 end
 
 -- A key no test text could contain by chance.
@@ -330,7 +315,7 @@ srv.serve_forever()
       end
 
       setup(function() if openssl then dir = mkdtemp() end end)
-      teardown(function() if dir then os.execute("rm -rf " .. server.shell_quote(dir)) end end)
+      teardown(function() if dir then require("support.files").remove_tree(dir) end end)
 
       local function tls_it(name, fn)
         if openssl then it(name, fn) else pending(name .. " (needs the openssl tool)") end

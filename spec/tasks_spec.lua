@@ -5,22 +5,9 @@ local fish = require("fish")
 local core = require("fish.core")
 local loop = require("fish.loop")
 local server = require("support.server")
+local files = require("support.files")
+local tmpdir, entries = files.tmpdir, files.entries
 local timing = require("support.timing")
-
-local function tmpdir()
-  local pipe = io.popen("mktemp -d")
-  local dir = pipe:read("*l")
-  pipe:close()
-  return dir
-end
-
-local function entries(dir)
-  local found = {}
-  local pipe = io.popen("ls -A " .. server.shell_quote(dir))
-  for name in pipe:lines() do found[#found + 1] = name end
-  pipe:close()
-  return found
-end
 
 describe("fish tasks", function()
   local srv, client, dir
@@ -34,7 +21,7 @@ describe("fish tasks", function()
   teardown(function()
     client.close()
     srv:stop()
-    os.execute("rm -rf " .. server.shell_quote(dir))
+    require("support.files").remove_tree(dir)
   end)
 
   before_each(function() srv:reset() end)
@@ -271,7 +258,7 @@ describe("cancellation and cleanup", function()
   teardown(function()
     client.close()
     srv:stop()
-    os.execute("rm -rf " .. server.shell_quote(dir))
+    require("support.files").remove_tree(dir)
   end)
 
   before_each(function() srv:reset() end)

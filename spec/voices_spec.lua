@@ -5,6 +5,8 @@ local cjson = require("cjson")
 local fish = require("fish")
 local core = require("fish.core")
 local server = require("support.server")
+local files = require("support.files")
+local read_file, write_file, tmpdir = files.read, files.write, files.tmpdir
 local timing = require("support.timing")
 
 -- Training takes SCALE times longer under valgrind and ASan, so that every
@@ -12,26 +14,6 @@ local timing = require("support.timing")
 local SCALE = timing.slow and 5 or 1
 
 local REFERENCE_WAV = server.ROOT .. "/examples/reference.wav"
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("*a")
-  f:close()
-  return data
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
-local function tmpdir()
-  local pipe = io.popen("mktemp -d")
-  local dir = pipe:read("*l")
-  pipe:close()
-  return dir
-end
 
 -- JSON null from the control API counts as absent.
 local function opt(v)
@@ -115,7 +97,7 @@ describe("fish.voices", function()
   teardown(function()
     client.close()
     srv:stop()
-    os.execute("rm -rf " .. server.shell_quote(dir))
+    require("support.files").remove_tree(dir)
   end)
 
   before_each(function() srv:reset() end)
