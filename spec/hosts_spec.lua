@@ -173,6 +173,11 @@ local function write_config(prefix, port)
   local conf = template:gsub("@([%u_]+)@", function(name)
     return assert(values[name], "unknown placeholder @" .. name .. "@")
   end)
+  -- A root master hands requests to workers running as nobody, who cannot
+  -- read a checkout in a private directory (mktemp -d is mode 700, as CI's
+  -- clone may be): keep the workers as the user running the test.
+  local _, uid = run("id -u")
+  if uid:match("^0%s*$") then conf = "user root;\n" .. conf end
   local f = assert(io.open(prefix .. "/nginx.conf", "wb"))
   f:write(conf)
   f:close()
