@@ -112,9 +112,9 @@ fuzz: deps $(addprefix $(FUZZ_BUILD)/,$(addsuffix _fuzz,$(FUZZ_TARGETS)))
 	  mkdir -p $(FUZZ_BUILD)/new-$$t; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
 	  $(FUZZ_BUILD)/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	    -artifact_prefix=$(FUZZ_BUILD)/ $(FUZZ_BUILD)/new-$$t $$corpus 2>&1 | grep -E '^(#|stat::number_of_executed_runs|==|SUMMARY|Done)' | tail -3 \
-	    || exit 1; \
-	  [ -z "$$(ls $(FUZZ_BUILD)/crash-* $(FUZZ_BUILD)/leak-* $(FUZZ_BUILD)/timeout-* 2>/dev/null)" ] || { echo "fuzz: $$t found a failure"; exit 1; }; \
+	    -artifact_prefix=$(FUZZ_BUILD)/ $(FUZZ_BUILD)/new-$$t $$corpus >$(FUZZ_BUILD)/$$t.log 2>&1; \
+	  code=$$?; grep -aE '^(Done |==[0-9]+==|SUMMARY)' $(FUZZ_BUILD)/$$t.log; \
+	  [ $$code = 0 ] || { echo "fuzz: $$t failed (exit $$code), see $(FUZZ_BUILD)/$$t.log"; exit 1; }; \
 	done
 
 fuzz-smoke:
