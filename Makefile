@@ -81,7 +81,7 @@ test-valgrind: deps
 	$(MAKE) LUA=lua5.4 all
 	FISH_TEST_SLOW=1 LUA_CPATH='$(CURDIR)/build/5.4/?.so;;' \
 	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-	  --show-leak-kinds=definite,indirect --suppressions=$(CURDIR)/spec/support/valgrind.supp \
+	  --show-leak-kinds=definite,indirect \
 	  lua5.4 $(BUSTED_SCRIPT) --exclude-tags=hosts spec
 
 # libFuzzer targets for every parser of outside bytes. `make fuzz` runs
