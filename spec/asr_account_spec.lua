@@ -20,15 +20,6 @@ local function msgpack_str(s)
   return string.char(0xa0 + #s) .. s
 end
 
--- Captured requests for one method and exact path.
-local function requests_for(srv, method, path)
-  local found = {}
-  for _, r in ipairs(srv:requests()) do
-    if r.method == method and r.path == path then found[#found + 1] = r end
-  end
-  return found
-end
-
 describe("fish.asr.transcribe", function()
   local srv, client
 
@@ -193,7 +184,7 @@ describe("fish.asr.transcribe", function()
       srv:fault("/v1/asr", { status = 503, headers = { ["Retry-After"] = "0" } }, { times = 1 })
       local result = assert(client.asr.transcribe({ audio = "\1\2", retries = 1, timeout = 30 }))
       assert.equal(TRANSCRIPT, result.text)
-      assert.equal(2, #requests_for(srv, "POST", "/v1/asr"))
+      assert.equal(2, #srv:requests_for("POST", "/v1/asr"))
     end)
   end)
 end)

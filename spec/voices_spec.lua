@@ -61,15 +61,6 @@ local function raw_keys(query)
   return keys
 end
 
--- Captured requests for one method and exact path.
-local function requests_for(srv, method, path)
-  local found = {}
-  for _, r in ipairs(srv:requests()) do
-    if r.method == method and r.path == path then found[#found + 1] = r end
-  end
-  return found
-end
-
 -- Bytes with a NUL and high bytes, to show file parts travel byte-exact.
 local SAMPLE = "RIFF\0\0\0\0WAVEfmt \1\2\255\254 sample bytes"
 
@@ -290,9 +281,9 @@ describe("fish.voices", function()
         assert.matches(case[2], err.message)
         assert.is_table(err.json)
       end
-      assert.equal(#cases, #requests_for(srv, "POST", "/model"))
+      assert.equal(#cases, #srv:requests_for("POST", "/model"))
       -- train_mode is passed through as given, not replaced by the default.
-      local first = parts_of(requests_for(srv, "POST", "/model")[1])
+      local first = parts_of(srv:requests_for("POST", "/model")[1])
       assert.same({ name = "train_mode", data = "full" }, first[4])
       -- Nothing was created.
       assert.equal(0, assert(client.voices.list({ self = true })).total)
@@ -308,7 +299,7 @@ describe("fish.voices", function()
       assert.equal("trained", seed.state)
       local again = assert(client.voices.get(seed))
       assert.equal("Seed Voice", again.title)
-      local gets = requests_for(srv, "GET", "/model/seed-voice-1")
+      local gets = srv:requests_for("GET", "/model/seed-voice-1")
       assert.equal(2, #gets)
       assert.equal("Bearer " .. srv.api_key, gets[1].headers["authorization"])
     end)
@@ -612,7 +603,7 @@ describe("fish.voices", function()
       end
       assert.equal(25, count)
       for _, id in ipairs(ids) do assert.equal(1, seen[id]) end
-      local pages = requests_for(srv, "GET", "/model")
+      local pages = srv:requests_for("GET", "/model")
       assert.equal(3, #pages)
       for n, page in ipairs(pages) do
         assert.same({ tostring(n) }, raw_values(page.query, "page_number"))
@@ -626,7 +617,7 @@ describe("fish.voices", function()
       local count = 0
       for _ in client.voices.each({ self = true, page_size = 5 }) do count = count + 1 end
       assert.equal(10, count)
-      assert.equal(2, #requests_for(srv, "GET", "/model"))
+      assert.equal(2, #srv:requests_for("GET", "/model"))
     end)
 
     it("starts at page_number when given", function()
@@ -638,7 +629,7 @@ describe("fish.voices", function()
       assert.equal(10, #seen)
       -- created_at sorts newest first: pages 2 and 3 hold the 10 oldest.
       for i = 1, 10 do assert.equal(ids[11 - i], seen[i]) end
-      local pages = requests_for(srv, "GET", "/model")
+      local pages = srv:requests_for("GET", "/model")
       assert.equal(2, #pages)
       assert.same({ "2" }, raw_values(pages[1].query, "page_number"))
       assert.same({ "3" }, raw_values(pages[2].query, "page_number"))
@@ -649,7 +640,7 @@ describe("fish.voices", function()
       local count = 0
       for _ in client.voices.each({ self = true }) do count = count + 1 end
       assert.equal(12, count)
-      local pages = requests_for(srv, "GET", "/model")
+      local pages = srv:requests_for("GET", "/model")
       assert.equal(1, #pages)
       assert.same({ "100" }, raw_values(pages[1].query, "page_size"))
       for _ in client.voices.each({ tag = "no-such-tag" }) do error("nothing should match") end
@@ -668,7 +659,7 @@ describe("fish.voices", function()
       assert.is_true(fish.is_error(err))
       assert.equal("server", err.kind)
       assert.equal(500, err.status)
-      assert.equal(2, #requests_for(srv, "GET", "/model"))
+      assert.equal(2, #srv:requests_for("GET", "/model"))
 
       -- A first page that is not JSON raises too.
       srv:fault("/model", { bad_json = true }, { method = "GET" })
@@ -718,7 +709,7 @@ describe("fish.voices", function()
       assert.is_true(elapsed >= 0.5 * SCALE, ("trained after %.3fs"):format(elapsed))
       timing.check(elapsed < 3, ("trained after %.3fs"):format(elapsed))
       -- It polled GET /model/{id} at about the interval, not once and not in a busy loop.
-      local gets = #requests_for(srv, "GET", "/model/" .. voice.id)
+      local gets = #srv:requests_for("GET", "/model/" .. voice.id)
       timing.check(gets >= 5 and gets <= 30, gets .. " polls")
     end)
 
@@ -787,7 +778,7 @@ describe("fish.voices", function()
       assert.matches("last state: created", tostring(err))
       assert.is_true(elapsed >= 0.25, ("gave up after %.3fs"):format(elapsed))
       timing.check(elapsed < 2, ("gave up after %.3fs"):format(elapsed))
-      local gets = #requests_for(srv, "GET", "/model/" .. voice.id)
+      local gets = #srv:requests_for("GET", "/model/" .. voice.id)
       timing.check(gets >= 3 and gets <= 6, gets .. " polls")
 
       -- A voice stuck in training: the server answers "training" every time.
@@ -808,14 +799,14 @@ describe("fish.voices", function()
       assert.is_nil(trained)
       assert.equal("timeout", err.kind)
       -- One poll at the start, then one when the 0.4 s (less than 5 s) ran out.
-      assert.equal(2, #requests_for(srv, "GET", "/model/" .. voice.id))
+      assert.equal(2, #srv:requests_for("GET", "/model/" .. voice.id))
     end)
 
     it("returns the error of a failing poll", function()
       local trained, err = client.voices.wait_trained("no-such-voice", { interval = 0.05, timeout = 1 })
       assert.is_nil(trained)
       assert.equal("not_found", err.kind)
-      assert.equal(1, #requests_for(srv, "GET", "/model/no-such-voice"))
+      assert.equal(1, #srv:requests_for("GET", "/model/no-such-voice"))
     end)
 
     it("raises for bad arguments before any request", function()
@@ -892,9 +883,9 @@ describe("fish.voices", function()
       srv:fault(path, { bad_json = true }, { method = "GET" })
       check(client.voices.wait_trained(voice.id, { interval = 0.05 }))
       -- Each call reached the server once; none was retried or skipped.
-      assert.equal(2, #requests_for(srv, "POST", "/model"))
-      assert.equal(1, #requests_for(srv, "GET", "/model"))
-      assert.equal(2, #requests_for(srv, "GET", path))
+      assert.equal(2, #srv:requests_for("POST", "/model"))
+      assert.equal(1, #srv:requests_for("GET", "/model"))
+      assert.equal(2, #srv:requests_for("GET", path))
     end)
 
     it("refuses a list answer without items", function()

@@ -98,6 +98,15 @@ function server:fault(path, fault, opts)
   })
 end
 
+-- Captured requests for one method and exact path, in arrival order.
+function server:requests_for(method, path)
+  local found = {}
+  for _, r in ipairs(self:requests()) do
+    if r.method == method and r.path == path then found[#found + 1] = r end
+  end
+  return found
+end
+
 -- The last request the server received (optionally only those for `path`).
 function server:last_request(path)
   local all = self:requests()
