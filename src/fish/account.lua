@@ -3,26 +3,14 @@ local util = require("fish.util")
 
 local account = {}
 
-local function known(fields)
-  local set, names = {}, {}
-  for _, list in ipairs({ fields, util.CALL_OPTIONS }) do
-    for _, name in ipairs(list) do
-      set[name] = true
-      names[#names + 1] = name
-    end
-  end
-  return set, names
-end
-
-local CREDIT_FIELDS, CREDIT_NAMES = known({ "check_free_credit" })
-local PACKAGE_FIELDS, PACKAGE_NAMES = known({})
+local CREDIT_FIELDS = { "check_free_credit" }
+local PACKAGE_FIELDS = {}
 
 local function credits(state, opts)
   local fn = "fish.account.credits"
   state:check_open(fn)
   opts = opts or {}
-  util.check_table(fn, opts)
-  util.check_known(fn, opts, CREDIT_FIELDS, CREDIT_NAMES)
+  util.check_fields(fn, opts, CREDIT_FIELDS)
   if opts.check_free_credit ~= nil and type(opts.check_free_credit) ~= "boolean" then
     util.raise(fn .. ": field 'check_free_credit' must be a boolean")
   end
@@ -34,8 +22,7 @@ local function package(state, opts)
   local fn = "fish.account.package"
   state:check_open(fn)
   opts = opts or {}
-  util.check_table(fn, opts)
-  util.check_known(fn, opts, PACKAGE_FIELDS, PACKAGE_NAMES)
+  util.check_fields(fn, opts, PACKAGE_FIELDS)
   return state:send_json({ method = "GET", path = "/wallet/self/package" }, opts)
 end
 

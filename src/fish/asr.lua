@@ -7,17 +7,13 @@ local util = require("fish.util")
 local asr = {}
 
 local FIELDS = { "audio", "language", "timestamps" }
-for _, name in ipairs(util.CALL_OPTIONS) do FIELDS[#FIELDS + 1] = name end
-local KNOWN = {}
-for _, name in ipairs(FIELDS) do KNOWN[name] = true end
 
 local function fail(field, message)
   util.raise(("fish.asr.transcribe: field '%s' %s"):format(field, message))
 end
 
 function asr.encode(args)
-  util.check_table("fish.asr.transcribe", args)
-  util.check_known("fish.asr.transcribe", args, KNOWN, FIELDS)
+  util.check_fields("fish.asr.transcribe", args, FIELDS)
   local audio = args.audio
   if not file.is(audio) and (type(audio) ~= "string" or audio == "") then
     fail("audio", "must be bytes (a non-empty string) or fish.file(path)")

@@ -66,6 +66,26 @@ function util.check_known(fn, args, known, names)
   end
 end
 
+-- Check a call's option table: a table whose keys are `fields` or the
+-- call options every API call takes. The known set is built once per list.
+local known_sets = setmetatable({}, { __mode = "k" })
+function util.check_fields(fn, args, fields)
+  util.check_table(fn, args)
+  local entry = known_sets[fields]
+  if not entry then
+    local known, names = {}, {}
+    for _, list in ipairs({ fields, util.CALL_OPTIONS }) do
+      for _, name in ipairs(list) do
+        known[name] = true
+        names[#names + 1] = name
+      end
+    end
+    entry = { known, names }
+    known_sets[fields] = entry
+  end
+  util.check_known(fn, args, entry[1], entry[2])
+end
+
 -- RFC 3986 percent-encoding of everything but unreserved characters.
 function util.percent_encode(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))

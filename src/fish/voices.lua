@@ -8,25 +8,8 @@ local util = require("fish.util")
 
 local voices = {}
 
--- Options every call accepts, on top of its own fields.
-local CALL_OPTIONS = util.CALL_OPTIONS
-
-local function known_set(fields)
-  local known, names = {}, {}
-  for _, list in ipairs({ fields, CALL_OPTIONS }) do
-    for _, name in ipairs(list) do
-      known[name] = true
-      names[#names + 1] = name
-    end
-  end
-  return known, names
-end
-
-local function check_fields(fn, args, fields)
-  util.check_table(fn, args)
-  local known, names = known_set(fields)
-  util.check_known(fn, args, known, names)
-end
+local check_fields = util.check_fields
+local NO_FIELDS = {}
 
 local function fail(fn, field, message)
   util.raise(("%s: field '%s' %s"):format(fn, field, message))
@@ -175,7 +158,7 @@ local function get(state, voice, opts)
   local fn = "fish.voices.get"
   state:check_open(fn)
   local id = voice_id(fn, voice)
-  if opts ~= nil then check_fields(fn, opts, {}) end
+  if opts ~= nil then check_fields(fn, opts, NO_FIELDS) end
   local entity, err = state:send_json({ method = "GET", path = voice_path(id) }, opts)
   if not entity then return nil, err end
   return as_voice(entity)
@@ -226,7 +209,7 @@ local function delete(state, voice, opts)
   local fn = "fish.voices.delete"
   state:check_open(fn)
   local id = voice_id(fn, voice)
-  if opts ~= nil then check_fields(fn, opts, {}) end
+  if opts ~= nil then check_fields(fn, opts, NO_FIELDS) end
   local answer, err = state:send_json({ method = "DELETE", path = voice_path(id), allow_empty = true }, opts)
   if not answer then return nil, err end
   return true
