@@ -1,4 +1,7 @@
--- Build with: luarocks make --lua-version=5.4 --tree=<dir> rockspec/fish-audio-scm-1.rockspec
+-- The development rock, built from the work tree:
+--   luarocks make --lua-version=5.4 --tree=<dir> rockspec/fish-audio-scm-1.rockspec
+-- rockspec/fish-audio-<version>-1.rockspec is the same rock at a release tag;
+-- keep everything but `version` and `source` identical (spec/rock_spec.lua checks).
 rockspec_format = "3.0"
 package = "fish-audio"
 version = "scm-1"
@@ -12,12 +15,14 @@ description = {
     inline reference audio, persistent voices, ASR and account calls. A small
     C core drives libcurl without blocking; calls work from plain scripts,
     fish tasks, game frame loops and host event loops (Neovim, OpenResty).
-    Needs lua-cjson at run time (Debian: apt-get install lua-cjson).
+    Runs on Lua 5.1 to 5.4 and LuaJIT.
   ]],
+  homepage = "https://github.com/fish-lua/fish",
   license = "MIT",
 }
 dependencies = {
   "lua >= 5.1",
+  "lua-cjson >= 2.1.0",
 }
 external_dependencies = {
   -- By library, not header: Debian keeps curl.h under a multiarch path
@@ -34,15 +39,17 @@ build = {
     ["fish.errors"] = "src/fish/errors.lua",
     ["fish.file"] = "src/fish/file.lua",
     ["fish.http"] = "src/fish/http.lua",
+    ["fish.json"] = "src/fish/json.lua",
     ["fish.loop"] = "src/fish/loop.lua",
     ["fish.tts"] = "src/fish/tts.lua",
     ["fish.util"] = "src/fish/util.lua",
     ["fish.voices"] = "src/fish/voices.lua",
     ["fish.core"] = {
       sources = {
-        "src/buffer.c", "src/class.c", "src/clock.c", "src/compat.c", "src/core.c", "src/engine.c",
-        "src/lmsgpack.c", "src/msgpack_read.c", "src/msgpack_write.c", "src/request.c",
+        "src/buffer.c", "src/class.c", "src/compat.c", "src/core.c", "src/engine.c", "src/lmsgpack.c",
+        "src/msgpack_read.c", "src/msgpack_write.c", "src/platform.c", "src/request.c",
       },
+      incdirs = { "$(CURL_INCDIR)" },
       libraries = { "curl" },
       libdirs = { "$(CURL_LIBDIR)" },
     },

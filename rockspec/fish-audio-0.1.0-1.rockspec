@@ -1,0 +1,58 @@
+-- fish 0.1.0, built from the v0.1.0 tag. Inside a checkout:
+--   luarocks make --lua-version=5.4 --tree=<dir> rockspec/fish-audio-0.1.0-1.rockspec
+-- Everything but `version` and `source` matches fish-audio-scm-1.rockspec
+-- (spec/rock_spec.lua checks).
+rockspec_format = "3.0"
+package = "fish-audio"
+version = "0.1.0-1"
+source = {
+  url = "git+https://github.com/fish-lua/fish.git",
+  tag = "v0.1.0",
+}
+description = {
+  summary = "Fish Audio text-to-speech and voice cloning for Lua",
+  detailed = [[
+    fish gives Lua programs the Fish Audio API: one-shot voice cloning with
+    inline reference audio, persistent voices, ASR and account calls. A small
+    C core drives libcurl without blocking; calls work from plain scripts,
+    fish tasks, game frame loops and host event loops (Neovim, OpenResty).
+    Runs on Lua 5.1 to 5.4 and LuaJIT.
+  ]],
+  homepage = "https://github.com/fish-lua/fish",
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1",
+  "lua-cjson >= 2.1.0",
+}
+external_dependencies = {
+  -- By library, not header: Debian keeps curl.h under a multiarch path
+  -- that a header check does not search.
+  CURL = { library = "curl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["fish"] = "src/fish/init.lua",
+    ["fish.account"] = "src/fish/account.lua",
+    ["fish.asr"] = "src/fish/asr.lua",
+    ["fish.client"] = "src/fish/client.lua",
+    ["fish.errors"] = "src/fish/errors.lua",
+    ["fish.file"] = "src/fish/file.lua",
+    ["fish.http"] = "src/fish/http.lua",
+    ["fish.json"] = "src/fish/json.lua",
+    ["fish.loop"] = "src/fish/loop.lua",
+    ["fish.tts"] = "src/fish/tts.lua",
+    ["fish.util"] = "src/fish/util.lua",
+    ["fish.voices"] = "src/fish/voices.lua",
+    ["fish.core"] = {
+      sources = {
+        "src/buffer.c", "src/class.c", "src/compat.c", "src/core.c", "src/engine.c", "src/lmsgpack.c",
+        "src/msgpack_read.c", "src/msgpack_write.c", "src/platform.c", "src/request.c",
+      },
+      incdirs = { "$(CURL_INCDIR)" },
+      libraries = { "curl" },
+      libdirs = { "$(CURL_LIBDIR)" },
+    },
+  },
+}
