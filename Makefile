@@ -129,6 +129,18 @@ demo:
 soak: all
 	LUA_CPATH='$(CURDIR)/build/5.4/?.so;;' lua5.4 spec/soak.lua $(SOAK_REQUESTS)
 
+# The HTML API reference in DOCS_DIR, made by LDoc from the LuaLS definition
+# file src/types/fish.lua (src/types/config.ld says how). Any LDoc warning
+# fails the target; lua-discount renders the Markdown, else LDoc shows text.
+DOCS_DIR ?= build/docs
+.PHONY: docs
+docs:
+	@command -v ldoc >/dev/null 2>&1 || \
+	  { echo "docs: ldoc is missing (Debian: apt-get install lua-ldoc lua-discount)" >&2; exit 1; }
+	@mkdir -p $(DOCS_DIR)
+	ldoc --fatalwarnings --testing -c src/types/config.ld -d $(abspath $(DOCS_DIR)) .
+	@test -f $(DOCS_DIR)/index.html && echo "docs: $(DOCS_DIR)/index.html"
+
 install: $(MODULE)
 	install -d $(DESTDIR)$(LUADIR)/fish $(DESTDIR)$(LIBDIR)/fish
 	install -m 644 $(LUA_SOURCES) $(DESTDIR)$(LUADIR)/fish/
