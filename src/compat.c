@@ -23,6 +23,14 @@ void *fish_testudata(lua_State *L, int i, const char *tname) {
 }
 #endif
 
+void fish_pushint64(lua_State *L, int64_t v) {
+#if LUA_VERSION_NUM >= 503
+    lua_pushinteger(L, (lua_Integer)v);
+#else
+    lua_pushnumber(L, (lua_Number)v);
+#endif
+}
+
 int fish_isinteger(lua_State *L, int idx) {
     if (lua_type(L, idx) != LUA_TNUMBER) return 0;
 #if LUA_VERSION_NUM >= 503

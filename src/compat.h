@@ -5,6 +5,7 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdint.h>
 
 #if LUA_VERSION_NUM == 501
 #define luaL_setfuncs fish_setfuncs
@@ -23,5 +24,10 @@ void *fish_testudata(lua_State *L, int i, const char *tname);
 /* True when the number at `idx` is an integer in the Lua sense. On 5.1,
  * which has no integer subtype, a whole number counts as one. */
 int fish_isinteger(lua_State *L, int idx);
+
+/* Push a count, size or epoch second: an integer on 5.3+, where 4170 and
+ * 4170.0 print differently. Before 5.3 lua_Integer is ptrdiff_t, 32 bits on
+ * 32-bit hosts, so a double (exact to 2^53) carries it instead. */
+void fish_pushint64(lua_State *L, int64_t v);
 
 #endif

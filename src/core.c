@@ -4,10 +4,10 @@
 #include <curl/curl.h>
 #include <time.h>
 
-#include "clock.h"
 #include "compat.h"
 #include "engine.h"
 #include "lmsgpack.h"
+#include "platform.h"
 #include "request.h"
 
 #define FISH_CORE_VERSION "0.1.0"
@@ -28,12 +28,12 @@ static int core_curl_version(lua_State *L) {
 static int core_http_date(lua_State *L) {
     time_t t = curl_getdate(luaL_checkstring(L, 1), NULL);
     if (t == -1) return 0;
-    lua_pushnumber(L, (lua_Number)t);
+    fish_pushint64(L, (int64_t)t);
     return 1;
 }
 
 static int core_epoch(lua_State *L) {
-    lua_pushnumber(L, (lua_Number)time(NULL));
+    fish_pushint64(L, (int64_t)time(NULL));
     return 1;
 }
 

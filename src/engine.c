@@ -4,7 +4,7 @@
 #include "engine.h"
 
 #include "class.h"
-#include "clock.h"
+#include "platform.h"
 
 static fish_engine *check_engine(lua_State *L, int idx) {
     fish_engine *e = luaL_checkudata(L, idx, FISH_ENGINE_MT);

@@ -34,16 +34,6 @@ typedef struct mp_writer {
 
 /* ---------------------------------------------------------------- helpers */
 
-static void push_int64(lua_State *L, int64_t v) {
-#if LUA_VERSION_NUM >= 503
-    lua_pushinteger(L, (lua_Integer)v);
-#else
-    /* 5.1's lua_Integer is ptrdiff_t and lua_pushinteger would truncate
-     * on 32-bit hosts; a double is what 5.1 code expects anyway. */
-    lua_pushnumber(L, (lua_Number)v);
-#endif
-}
-
 /* The value at idx, known to satisfy fish_isinteger, as an int64. */
 static int64_t to_int64(lua_State *L, int idx) {
 #if LUA_VERSION_NUM >= 503
@@ -182,7 +172,7 @@ static int w_result(lua_State *L) {
 
 static int w_size(lua_State *L) {
     mp_writer *w = check_writer(L);
-    push_int64(L, (int64_t)w->buf.len);
+    fish_pushint64(L, (int64_t)w->buf.len);
     return 1;
 }
 
@@ -488,7 +478,7 @@ static int dec_value(lua_State *L, decoder *d, int depth) {
     switch (it.type) {
     case FISH_MP_NIL: lua_pushlightuserdata(L, NULL); return 1;
     case FISH_MP_BOOL: lua_pushboolean(L, it.boolean); return 1;
-    case FISH_MP_INT: push_int64(L, it.i); return 1;
+    case FISH_MP_INT: fish_pushint64(L, it.i); return 1;
     /* Above INT64_MAX no Lua integer fits; a float keeps sign and size. */
     case FISH_MP_UINT: lua_pushnumber(L, (lua_Number)it.u); return 1;
     case FISH_MP_FLOAT32:
@@ -497,7 +487,7 @@ static int dec_value(lua_State *L, decoder *d, int depth) {
     case FISH_MP_BIN: push_bytes(L, &it); return 1;
     case FISH_MP_EXT:
         lua_createtable(L, 0, 2);
-        push_int64(L, it.ext_type);
+        fish_pushint64(L, it.ext_type);
         lua_setfield(L, -2, "ext");
         push_bytes(L, &it);
         lua_setfield(L, -2, "data");

@@ -1,18 +1,16 @@
 /* Request objects. libcurl callbacks here only touch C memory: they never
  * call Lua and never see a lua_State (design.md, "Rules in the C core"). The
  * engine's step hands completions back to Lua on the state that asked. */
-#define _POSIX_C_SOURCE 200809L
+#define _POSIX_C_SOURCE 200809L /* strdup */
 #include "request.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "class.h"
-#include "clock.h"
 #include "engine.h"
+#include "platform.h"
 
 /* A 10 MB error page must not be read whole into memory: keep its head. */
 #define DEFAULT_ERROR_BODY_LIMIT (64 * 1024)
@@ -22,16 +20,9 @@ static int is_success(long status) { return status >= 200 && status < 300; }
 /* ---- libcurl callbacks ------------------------------------------------ */
 
 static int open_sink_file(fish_request *r) {
-    /* O_EXCL: the temporary name is ours alone; never clobber a stranger. */
-    int fd = open(r->file_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) return errno;
-    r->file = fdopen(fd, "wb");
-    if (!r->file) {
-        int err = errno;
-        close(fd);
-        return err;
-    }
-    return 0;
+    errno = 0;
+    r->file = fish_create_exclusive(r->file_path);
+    return r->file ? 0 : errno ? errno : EIO;
 }
 
 static size_t keep_error_body(fish_request *r, const char *ptr, size_t n) {
@@ -425,10 +416,11 @@ static int request_header(lua_State *L) {
     return 0;
 }
 
-/* r:progress() -> delivered bytes, started, first byte, last activity */
+/* r:progress() -> delivered bytes (an integer), started, first byte, last
+ * activity (fish_now seconds) */
 static int request_progress(lua_State *L) {
     fish_request *r = fish_check_request(L, 1);
-    lua_pushnumber(L, (lua_Number)r->delivered);
+    fish_pushint64(L, (int64_t)r->delivered);
     lua_pushnumber(L, r->started_at);
     lua_pushnumber(L, r->first_byte_at);
     lua_pushnumber(L, r->last_activity_at);
