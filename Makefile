@@ -1,16 +1,33 @@
 # fish: build, test and demo. `make` builds build/5.4/fish/core.so;
-# `make LUA=luajit` builds build/luajit/fish/core.so for the 5.1/LuaJIT ABI.
+# `make LUA=lua5.1|lua5.2|lua5.3|lua5.4|luajit` builds build/<dir>/fish/core.so
+# for that Lua ABI (<dir> is 5.1 ... 5.4, or luajit for LuaJIT's 5.1 ABI).
 LUA ?= lua5.4
 
-ifeq ($(LUA),luajit)
-LUA_PC ?= luajit
-LUA_ABI = 5.1
-BUILD = build/luajit
-else
-LUA_PC ?= lua5.4
-LUA_ABI = 5.4
-BUILD = build/5.4
+# Every Lua we build for: the Debian interpreter's name, which is also its
+# pkg-config name. Per Lua: the ABI (install dirs), the build directory, the
+# Debian include dir used when pkg-config has no answer, and the -dev package.
+LUAS = lua5.1 lua5.2 lua5.3 lua5.4 luajit
+abi_lua5.1 = 5.1
+abi_lua5.2 = 5.2
+abi_lua5.3 = 5.3
+abi_lua5.4 = 5.4
+abi_luajit = 5.1
+dir_luajit = luajit
+inc_luajit = /usr/include/luajit-2.1
+dev_lua5.1 = liblua5.1-0-dev
+dev_luajit = libluajit2-5.1-dev
+lua_dir = $(or $(dir_$(1)),$(abi_$(1)))
+lua_inc = $(or $(inc_$(1)),/usr/include/$(1))
+lua_dev = $(or $(dev_$(1)),lib$(1)-dev)
+# $(call lua_cflags,pkg-config name,Lua): the -I flag for that Lua's headers.
+lua_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null || echo -I$(call lua_inc,$(2)))
+
+ifeq ($(filter $(LUA),$(LUAS)),)
+$(error LUA=$(LUA) is not a Lua fish builds for; use one of: $(LUAS))
 endif
+LUA_PC ?= $(LUA)
+LUA_ABI = $(abi_$(LUA))
+BUILD = build/$(call lua_dir,$(LUA))
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -21,7 +38,7 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 WARNINGS = -Wall -Wextra -Wshadow -std=c99
 # Headers only: the module never links against liblua; the host provides it.
-LUA_CFLAGS := $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null)
+LUA_CFLAGS := $(call lua_cflags,$(LUA_PC),$(LUA))
 CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS := $(shell pkg-config --libs libcurl 2>/dev/null)
 
@@ -35,32 +52,74 @@ export LUA_PATH := $(CURDIR)/src/?.lua;$(CURDIR)/src/?/init.lua;$(CURDIR)/spec/?
 # busted's runner as a script, so valgrind and ASan can wrap the interpreter.
 BUSTED_SCRIPT ?= /usr/bin/busted
 
-.PHONY: all deps test test-lua54 test-luajit test-asan test-valgrind fuzz fuzz-smoke demo soak install clean
+.PHONY: all deps test $(addprefix test-,$(LUAS)) test-asan test-valgrind lint check-windows fuzz fuzz-smoke demo soak install clean
 
 all: $(MODULE)
 
 $(MODULE): $(C_SOURCES) $(C_HEADERS)
+	@echo '#include <lua.h>' | $(CC) $(LUA_CFLAGS) -E - >/dev/null 2>&1 || \
+	  { echo "no Lua headers for $(LUA) (Debian: apt-get install $(call lua_dev,$(LUA)))" >&2; exit 1; }
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARNINGS) -fPIC -shared $(LUA_CFLAGS) $(CURL_CFLAGS) $(C_SOURCES) -o $@ $(LDFLAGS) $(CURL_LIBS)
 
-# Install the Debian packages that building and testing need, if missing.
+# Install the Debian packages that building and `make test` need, if
+# missing. The other targets ask .ci/deps for their own group.
 deps:
-	@sh .ci/deps
+	@sh .ci/deps test
+DEPS = $(addprefix deps-,demo asan valgrind fuzz lint windows ci)
+.PHONY: $(DEPS)
+$(DEPS): deps-%:
+	@sh .ci/deps $*
 
-# The whole suite on Lua 5.4 and on LuaJIT (the 5.1 ABI), closing with one
-# "N passed, N failed, N skipped" line for both.
+# The whole suite on every Lua in LUAS, the runs side by side (each spends
+# most of its time waiting on its own local servers), each run's output
+# printed whole, closing with one "N passed, N failed, N skipped" line.
 test: deps
-	$(MAKE) LUA=lua5.4 all
-	$(MAKE) LUA=luajit all
-	@sh spec/support/suite.sh lua5.4 luajit
+	@for l in $(LUAS); do $(MAKE) --no-print-directory LUA=$$l all || exit 1; done
+	@sh spec/support/suite.sh $(LUAS)
 
-test-lua54:
-	$(MAKE) LUA=lua5.4 all
-	LUA_CPATH='$(CURDIR)/build/5.4/?.so;;' $(BUSTED) --lua=lua5.4 spec
+# One Lua's suite alone: make test-lua5.1, ... make test-luajit.
+$(addprefix test-,$(LUAS)): test-%:
+	$(MAKE) LUA=$* all
+	LUA_CPATH='$(CURDIR)/build/$(call lua_dir,$*)/?.so;;' $(BUSTED) --lua=$* spec
 
-test-luajit:
-	$(MAKE) LUA=luajit all
-	LUA_CPATH='$(CURDIR)/build/luajit/?.so;;' $(BUSTED) --lua=luajit spec
+# The C with -Werror under gcc and clang against each Lua's headers, linked
+# as the module is; then luacheck over the Lua (.luacheckrc says how).
+LINT_CCS = gcc clang
+define lint_c
+$(1) -O2 $(WARNINGS) -Werror -fPIC -shared $(call lua_cflags,$(2),$(2)) $(CURL_CFLAGS) $(C_SOURCES) -o build/lint/$(1)-$(call lua_dir,$(2)).so $(CURL_LIBS)
+
+endef
+lint: deps-lint
+	@mkdir -p build/lint
+	$(foreach cc,$(LINT_CCS),$(foreach l,$(LUAS),$(call lint_c,$(cc),$(l))))
+	luacheck -q --codes src spec examples
+
+# Windows, compile only: every src/*.c with Debian's MinGW-w64 against the
+# same Lua and libcurl headers, for each Lua (make -j2 check-windows runs two
+# compilers at once). Linking would need Windows builds of libcurl and Lua,
+# which Debian does not ship (README: MSYS2). Only curl/ is linked into the
+# include path: all of -I/usr/include/<triplet> would hand MinGW glibc's
+# sys/ headers.
+WIN_CC = x86_64-w64-mingw32-gcc
+WIN_CFLAGS = -O2
+WIN_BUILD = build/windows
+CURL_H = $(firstword $(wildcard $(patsubst -I%,%/curl/curl.h,$(filter -I%,$(CURL_CFLAGS))) /usr/include/curl/curl.h))
+WIN_OBJECTS = $(foreach l,$(LUAS),$(patsubst src/%.c,$(WIN_BUILD)/$(call lua_dir,$(l))/%.o,$(C_SOURCES)))
+define windows_objects
+$(WIN_BUILD)/$(call lua_dir,$(1))/%.o: src/%.c $(C_HEADERS) | $(WIN_BUILD)/include/curl
+	@mkdir -p $$(dir $$@)
+	$(WIN_CC) -c $(WIN_CFLAGS) $(WARNINGS) -Werror -I$(WIN_BUILD)/include $$(call lua_cflags,$(1),$(1)) $$< -o $$@
+endef
+$(foreach l,$(LUAS),$(eval $(call windows_objects,$(l))))
+
+$(WIN_BUILD)/include/curl:
+	@test -n "$(CURL_H)" || { echo "check-windows: no curl/curl.h (Debian: libcurl4-openssl-dev)" >&2; exit 1; }
+	@mkdir -p $(dir $@) && ln -sfn $(patsubst %/,%,$(dir $(CURL_H))) $@
+
+check-windows: deps-windows
+	@$(MAKE) --no-print-directory $(WIN_OBJECTS)
+	@echo "check-windows: $(words $(C_SOURCES)) files compile for Windows against each of $(LUAS)"
 
 # Memory safety. Both run the Lua 5.4 suite; FISH_TEST_SLOW tells specs to
 # keep their functional checks but drop loose timing bounds. The host-loop
@@ -69,15 +128,15 @@ ASAN_BUILD = build/asan
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 $(ASAN_BUILD)/fish/core.so: $(C_SOURCES) $(C_HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_FLAGS) $(WARNINGS) -fPIC -shared $(shell pkg-config --cflags lua5.4) $(CURL_CFLAGS) $(C_SOURCES) -o $@ $(CURL_LIBS)
+	$(CC) $(ASAN_FLAGS) $(WARNINGS) -fPIC -shared $(call lua_cflags,lua5.4,lua5.4) $(CURL_CFLAGS) $(C_SOURCES) -o $@ $(CURL_LIBS)
 
-test-asan: deps $(ASAN_BUILD)/fish/core.so
+test-asan: deps-asan $(ASAN_BUILD)/fish/core.so
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	FISH_TEST_SLOW=1 LUA_CPATH='$(CURDIR)/$(ASAN_BUILD)/?.so;;' \
 	lua5.4 $(BUSTED_SCRIPT) --exclude-tags=hosts spec
 
-test-valgrind: deps
+test-valgrind: deps-valgrind
 	$(MAKE) LUA=lua5.4 all
 	FISH_TEST_SLOW=1 LUA_CPATH='$(CURDIR)/build/5.4/?.so;;' \
 	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
@@ -90,7 +149,7 @@ test-valgrind: deps
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD = build/fuzz
 FUZZ_CC = clang
-FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Isrc $(shell pkg-config --cflags lua5.4) $(CURL_CFLAGS)
+FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Isrc $(call lua_cflags,lua5.4,lua5.4) $(CURL_CFLAGS)
 FUZZ_TARGETS = msgpack_read msgpack_decode response
 CORE_SOURCES = $(filter-out src/core.c,$(C_SOURCES))
 
@@ -106,7 +165,7 @@ $(FUZZ_BUILD)/response_fuzz: spec/fuzz/response_fuzz.c $(C_SOURCES)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -DFISH_ROOT='"$(CURDIR)"' $^ -o $@ -llua5.4 $(CURL_LIBS)
 
-fuzz: deps $(addprefix $(FUZZ_BUILD)/,$(addsuffix _fuzz,$(FUZZ_TARGETS)))
+fuzz: deps-fuzz $(addprefix $(FUZZ_BUILD)/,$(addsuffix _fuzz,$(FUZZ_TARGETS)))
 	@for t in $(FUZZ_TARGETS); do \
 	  corpus=spec/fuzz/corpus/$$t; [ -d $$corpus ] || corpus=spec/fuzz/corpus/msgpack; \
 	  mkdir -p $(FUZZ_BUILD)/new-$$t; \
@@ -120,8 +179,7 @@ fuzz: deps $(addprefix $(FUZZ_BUILD)/,$(addsuffix _fuzz,$(FUZZ_TARGETS)))
 fuzz-smoke:
 	$(MAKE) fuzz FUZZ_SECONDS=10
 
-demo:
-	@sh .ci/deps demo
+demo: deps-demo
 	$(MAKE) LUA=lua5.4 all
 	LUA_CPATH='$(CURDIR)/build/5.4/?.so;;' sh examples/demo.sh
 
