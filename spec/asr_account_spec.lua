@@ -313,7 +313,7 @@ describe("module-level fish.asr and fish.account", function()
       local total = assert(fish.account:package()).total
       io.write(text, "|", credit, "|", total)
     ]])
-    local lua = os.getenv("FISH_TEST_LUA") or (jit and "luajit" or "lua5.4")
+    local lua = require("support.abi").interpreter
     local cmd = ("FISH_API_KEY=%s FISH_BASE_URL=%s %s %s 2>&1"):format(
       server.shell_quote(srv.api_key), server.shell_quote(srv.url), lua, script)
     local pipe = io.popen(cmd)

@@ -1,13 +1,13 @@
--- Building and installing: make install (PREFIX, DESTDIR), luarocks make with
--- the rockspec, and a module that never links against liblua.
+-- Building and installing for the running Lua: make install (PREFIX,
+-- DESTDIR) into that ABI's directories, and a module that never links
+-- against liblua. (spec/rock_spec.lua covers luarocks make.)
+local abi = require("support.abi")
 local server = require("support.server")
 local tmpdir = require("support.files").tmpdir
 
 local ROOT = server.ROOT
 local q = server.shell_quote
-local LUA = type(jit) == "table" and "luajit" or "lua5.4"
-local ABI = type(jit) == "table" and "5.1" or "5.4"
-local BUILD = type(jit) == "table" and "build/luajit" or "build/5.4"
+local LUA, ABI, BUILD = abi.lua, abi.version, abi.build
 
 local function run(cmd)
   local pipe = io.popen("env -u LD_PRELOAD sh -c " .. q(cmd) .. " 2>&1; echo \"exit=$?\"")
@@ -18,12 +18,22 @@ end
 
 -- Load fish from an installed tree only (no project paths), print a marker.
 local function loads_from(lua_dir, lib_dir)
-  local probe = ("package.path = %q .. '/?.lua;' .. %q .. '/?/init.lua;' .. package.path; " ..
-    "package.cpath = %q .. '/?.so;' .. package.cpath; " ..
-    "local fish = require('fish'); local core = require('fish.core'); " ..
-    "assert(package.searchpath('fish.core', package.cpath):find(%q, 1, true)); " ..
-    "assert(package.searchpath('fish', package.path):find(%q, 1, true)); io.write('loaded ', fish.VERSION)")
-    :format(lua_dir, lua_dir, lib_dir, lib_dir, lua_dir)
+  local probe = ([[
+    package.path = %q .. '/?.lua;' .. %q .. '/?/init.lua;' .. package.path
+    package.cpath = %q .. '/?.so;' .. package.cpath
+    -- package.searchpath is 5.2+ (and LuaJIT); Lua 5.1 searches the same way.
+    local searchpath = package.searchpath or function(name, path)
+      for template in path:gmatch('[^;]+') do
+        local file = template:gsub('%%?', (name:gsub('%%.', '/')))
+        local f = io.open(file, 'rb')
+        if f then f:close() return file end
+      end
+    end
+    local fish = require('fish'); require('fish.core')
+    assert(searchpath('fish.core', package.cpath):find(%q, 1, true))
+    assert(searchpath('fish', package.path):find(%q, 1, true))
+    io.write('loaded ', fish.VERSION)
+  ]]):format(lua_dir, lua_dir, lib_dir, lib_dir, lua_dir)
   return run(("LUA_PATH=';;' LUA_CPATH=';;' %s -e %s"):format(LUA, q(probe)))
 end
 
@@ -34,8 +44,7 @@ describe("build and install", function()
   teardown(function() os.execute("rm -rf " .. q(dir)) end)
 
   it("make install puts Lua files and core.so under PREFIX, honouring DESTDIR", function()
-    local lua_make = type(jit) == "table" and "LUA=luajit" or "LUA=lua5.4"
-    local ok, out = run(("make -s -C %s install %s PREFIX=/opt/fish DESTDIR=%s"):format(q(ROOT), lua_make, q(dir)))
+    local ok, out = run(("make -s -C %s install LUA=%s PREFIX=/opt/fish DESTDIR=%s"):format(q(ROOT), LUA, q(dir)))
     assert.is_true(ok, out)
     local prefix = dir .. "/opt/fish"
     local loaded, msg = loads_from(prefix .. "/share/lua/" .. ABI, prefix .. "/lib/lua/" .. ABI)

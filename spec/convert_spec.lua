@@ -350,7 +350,7 @@ describe("clients", function()
       local audio = assert(fish.convert{ text = "from the environment", format = "pcm" })
       io.write(#audio > 0 and "ok" or "empty")
     ]])
-    local lua = os.getenv("FISH_TEST_LUA") or (jit and "luajit" or "lua5.4")
+    local lua = require("support.abi").interpreter
     local cmd = ("FISH_API_KEY=%s FISH_BASE_URL=%s %s %s"):format(
       server.shell_quote(srv.api_key), server.shell_quote(srv.url), lua, script)
     local pipe = io.popen(cmd)

@@ -2,7 +2,7 @@
 local server = require("support.server")
 local size_of = require("support.files").size
 
-local LUA = type(jit) == "table" and "luajit" or "lua5.4"
+local LUA = require("support.abi").lua
 local q = server.shell_quote
 
 local function run(srv, script, ...)

@@ -15,9 +15,8 @@ local TEXT = "A retried sentence."
 -- run in a child interpreter.
 local function child_prelude()
   local root = server.ROOT
-  local abi = type(jit) == "table" and "luajit" or "5.4"
   return ("package.path = %q .. package.path; package.cpath = %q .. package.cpath\n"):format(
-    root .. "/src/?.lua;" .. root .. "/src/?/init.lua;", root .. "/build/" .. abi .. "/?.so;")
+    root .. "/src/?.lua;" .. root .. "/src/?/init.lua;", require("support.abi").cpath .. ";")
 end
 
 -- fish.sleep inside a task, repeated until the time has really passed:
@@ -440,7 +439,7 @@ describe("retries", function()
     end)
 
     it("differs between processes (LuaJIT seeds math.random the same every time)", function()
-      local lua = os.getenv("FISH_TEST_LUA") or (jit and "luajit" or "lua5.4")
+      local lua = require("support.abi").interpreter
       local script = os.tmpname()
       local f = assert(io.open(script, "w"))
       f:write(child_prelude() .. 'io.write(string.format("%.12f", require("fish.http")._backoff(1)))')

@@ -11,9 +11,8 @@ local run, write_file, mkdtemp = files.capture, files.write, files.tmpdir
 -- run in a child interpreter.
 local function child_prelude()
   local root = server.ROOT
-  local abi = type(jit) == "table" and "luajit" or "5.4"
   return ("package.path = %q .. package.path; package.cpath = %q .. package.cpath\n"):format(
-    root .. "/src/?.lua;" .. root .. "/src/?/init.lua;", root .. "/build/" .. abi .. "/?.so;")
+    root .. "/src/?.lua;" .. root .. "/src/?/init.lua;", require("support.abi").cpath .. ";")
 end
 
 -- A key no test text could contain by chance.
@@ -179,7 +178,7 @@ describe("security", function()
         assert(c.convert({ text = "four", retries = 0 }))
       ]])
       srv:fault("/v1/tts", { status = 401, body = "bad key " .. KEY }, { times = 4 })
-      local lua = os.getenv("FISH_TEST_LUA") or (jit and "luajit" or "lua5.4")
+      local lua = require("support.abi").interpreter
       local out = run(("FISH_API_KEY=%s FISH_BASE_URL=%s %s %s 2>&1"):format(
         server.shell_quote(KEY), server.shell_quote(srv.url), lua, script))
       os.remove(script)

@@ -9,9 +9,8 @@
 -- memory must grow by less than 2 MB between the warm-up and the end. The
 -- exit status is non-zero otherwise.
 local ROOT = (arg and arg[0] or ""):match("^(.*)/spec/soak%.lua$") or "."
-local ABI = type(jit) == "table" and "luajit" or "5.4"
 package.path = ROOT .. "/src/?.lua;" .. ROOT .. "/src/?/init.lua;" .. ROOT .. "/spec/?.lua;" .. package.path
-package.cpath = ROOT .. "/build/" .. ABI .. "/?.so;" .. package.cpath
+package.cpath = require("support.abi").cpath .. ";" .. package.cpath
 
 local fish = require("fish")
 local core = require("fish.core")

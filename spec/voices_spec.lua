@@ -938,7 +938,7 @@ describe("fish.voices", function()
       assert(fish.voices.delete(voice))
       io.write(table.concat(states, ","), " ", page.total, " ", n, " ", page.items[1].id == voice.id and "same" or "other")
     ]])
-    local lua = os.getenv("FISH_TEST_LUA") or (jit and "luajit" or "lua5.4")
+    local lua = require("support.abi").interpreter
     local cmd = ("FISH_API_KEY=%s FISH_BASE_URL=%s %s %s 2>&1"):format(
       server.shell_quote(srv.api_key), server.shell_quote(srv.url), lua, script)
     local pipe = io.popen(cmd)
