@@ -5,7 +5,9 @@
 # they take little longer than the slowest one. Each run's output is kept in
 # a file and printed whole, in the order given; then one closing line for all
 # runs: "N passed, N failed, N skipped". The exit status is non-zero when a
-# run failed or printed no busted summary.
+# run failed or printed no busted summary. A run still going after
+# FISH_SUITE_TIMEOUT seconds (default 900) is stopped with its children, so
+# a hung spec fails the suite instead of stalling it.
 # Usage: sh spec/support/suite.sh lua5.1 lua5.2 lua5.3 lua5.4 luajit
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,9 +27,11 @@ pids=""
 for lua in "$@"; do
   build=$(build_of "$lua") || exit 2
   (
-    LUA_CPATH="$root/build/$build/?.so;;" ${BUSTED:-busted} --lua="$lua" "$root/spec" \
-      >"$logs/$lua.out" 2>&1 </dev/null
-    echo $? >"$logs/$lua.status"
+    LUA_CPATH="$root/build/$build/?.so;;" timeout -k 10 "${FISH_SUITE_TIMEOUT:-900}" \
+      ${BUSTED:-busted} --lua="$lua" "$root/spec" >"$logs/$lua.out" 2>&1 </dev/null
+    code=$?
+    [ $code = 124 ] && echo "== busted --lua=$lua: stopped after ${FISH_SUITE_TIMEOUT:-900} s" >>"$logs/$lua.out"
+    echo $code >"$logs/$lua.status"
   ) &
   pids="$pids $!"
 done
