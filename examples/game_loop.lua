@@ -20,9 +20,11 @@ end
 local function update(dt)
   game.frame = game.frame + 1
   fish.step(0) -- move transfers along; returns at once
-  local done, path, err = game.speech:result()
+  -- A finished task hands back what convert returned: path, size on
+  -- success, nil, message, err on failure.
+  local done, path, message = game.speech:result()
   if done and not game.line then
-    game.line = path or ("failed: " .. tostring(err))
+    game.line = path or ("failed: " .. message)
   end
 end
 

@@ -17,11 +17,18 @@ end)
 local speakers = {}
 for i, line in ipairs({ "First sentence, spoken meanwhile.", "Second sentence, spoken meanwhile." }) do
   speakers[i] = fish.spawn(function()
-    return assert(fish.convert{
-      text = line,
-      references = { { audio = sample, text = transcript } },
-      out = ("%s/task-%d.mp3"):format(dir, i),
-    })
+    -- fish.pcall, not pcall: the call inside suspends this task, and PUC
+    -- Lua 5.1's pcall cannot be suspended. A failure (a raised error, or the
+    -- message that assert raises) stays with this speaker.
+    local ok, path, size = fish.pcall(function()
+      return assert(fish.convert{
+        text = line,
+        references = { { audio = sample, text = transcript } },
+        out = ("%s/task-%d.mp3"):format(dir, i),
+      })
+    end)
+    if not ok then return nil, path end
+    return path, size
   end)
 end
 
@@ -29,6 +36,10 @@ fish.run() -- drives every task until all are done; raises if one failed
 
 print("trained voice: " .. trainer:wait().id)
 for i, task in ipairs(speakers) do
-  local path, size = task:wait()
-  print(("task %d: wrote %s (%d bytes)"):format(i, path, size))
+  local path, size_or_message = task:wait()
+  if path then
+    print(("task %d: wrote %s (%d bytes)"):format(i, path, size_or_message))
+  else
+    print(("task %d: failed: %s"):format(i, size_or_message))
+  end
 end

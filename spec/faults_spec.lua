@@ -80,7 +80,9 @@ describe("faults", function()
     local dir = fresh_dir()
     local args = { text = LONG_TEXT, format = "wav", out = dir .. "/x.wav" }
     for k, v in pairs(extra or {}) do args[k] = v end
-    local path, err = c.convert(args)
+    local path, msg, err = c.convert(args)
+    -- A failure is nil, message, err: the message is the error's own line.
+    if path == nil then assert.equal(tostring(err), msg) end
     return path, err, dir
   end
 
@@ -93,8 +95,14 @@ describe("faults", function()
     assert.equal(1, err.attempts)
     local line = tostring(err)
     assert.is_nil(line:find("[\r\n]"), "tostring(err) spans lines: " .. line)
-    assert.matches("^fish: " .. kind, line)
-    if status > 0 then assert.matches("%(HTTP " .. status .. "%)", line) end
+    -- The line names the public call, then the status or the kind.
+    assert.matches("^fish%.[%w_.]+$", err.call)
+    assert.equal(err.call .. ": ", line:sub(1, #err.call + 2))
+    if status >= 300 then
+      assert.matches("^HTTP " .. status .. "[ :]", line:sub(#err.call + 3))
+    else
+      assert.matches("^" .. kind, line:sub(#err.call + 3))
+    end
   end
 
   -- A fault that hangs up before answering. libcurl itself retries once,
@@ -248,7 +256,7 @@ describe("faults", function()
       -- first-byte limit of 0.3 s that a later stall must not trigger.
       srv:fault("/v1/tts", { pause_after_first = 0.35, stall_body = 0.35, after_bytes = 100000 })
       local chunks = 0
-      local bytes, err = client.convert({
+      local bytes, msg, err = client.convert({
         text = LONG_TEXT, format = "wav", idle_timeout = 0.5, first_byte_timeout = 0.3,
         on_chunk = function() chunks = chunks + 1 end,
       })
@@ -332,7 +340,7 @@ describe("faults", function()
 
     it("422 with integer list indexes in loc, as FastAPI sends them", function()
       srv:fault("/v1/tts", { status = 422, body = '[{"loc": ["body", "references", 0, "audio"], "msg": "bad"}]' })
-      local _, err = client.convert({ text = "loc", format = "pcm" })
+      local _, msg, err = client.convert({ text = "loc", format = "pcm" })
       assert_error(err, "http", 422)
       assert.equal("body.references.0.audio: bad", err.message)
     end)
@@ -403,14 +411,14 @@ describe("faults", function()
 
     it("JSON nulls and nested messages in an error body", function()
       srv:fault("/v1/tts", { status = 500, body = '{"message": null, "detail": "Backend busy", "reason": null}' })
-      local _, err = client.convert({ text = "nulls", format = "pcm" })
+      local _, msg, err = client.convert({ text = "nulls", format = "pcm" })
       assert_error(err, "server", 500)
       assert.equal("Backend busy", err.message)
       assert.is_nil(err.json.message)
       assert.is_nil(err.json.reason)
 
       srv:fault("/v1/tts", { status = 400, body = { message = { code = "E42", text = "nested" } } })
-      _, err = client.convert({ text = "nested", format = "pcm" })
+      _, msg, err = client.convert({ text = "nested", format = "pcm" })
       assert_error(err, "http", 400)
       assert.matches('"code":"E42"', err.message)
       assert.is_nil(err.message:find("table: ", 1, true))
@@ -468,7 +476,7 @@ describe("faults", function()
 
     it("200 with invalid JSON from GET /model/{id}: invalid_response", function()
       srv:fault("/model/seed-voice-1", { bad_json = true })
-      local voice, err = client.voices.get("seed-voice-1")
+      local voice, msg, err = client.voices.get("seed-voice-1")
       assert.is_nil(voice)
       assert_error(err, "invalid_response", 200)
       assert.equal('{"_id": "x", "state": ', err.body)
@@ -479,7 +487,7 @@ describe("faults", function()
 
     it("200 with invalid JSON from GET /model: invalid_response", function()
       srv:fault("/model", { bad_json = true }, { method = "GET" })
-      local page, err = client.voices.list({})
+      local page, msg, err = client.voices.list({})
       assert.is_nil(page)
       assert_error(err, "invalid_response", 200)
       page = assert(client.voices.list({}))

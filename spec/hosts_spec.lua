@@ -310,7 +310,7 @@ else
       ok, out = run("curl -s --max-time 10 -w ' %{http_code}' " .. q(nginx.url .. "/say?text=hi"))
       assert(ok, out)
       assert.truthy(out:match(" 502$"), out)
-      assert.truthy(out:match("fish: server"), out)
+      assert.truthy(out:match("fish%.convert: HTTP 500 internal_server_error"), out)
       assert.falsy(out:find(srv.api_key, 1, true))
     end)
   end)

@@ -108,7 +108,7 @@ local function check_error(err)
   end
   if err.attempts ~= 1 then fail("expected 1 attempt, got " .. tostring(err.attempts)) end
   local line = tostring(err)
-  if line:find("[\r\n]") or not line:match("^fish: " .. err.kind) then fail("bad tostring: " .. line) end
+  if line:find("[\r\n]") or not line:match("^fish%.convert: ") then fail("bad tostring: " .. line) end
 end
 
 local function run_batch(srv, client, size)
@@ -132,7 +132,7 @@ local function run_batch(srv, client, size)
 
   local got = {}
   for i = 1, size do
-    local audio, err = results[i][1], results[i][2]
+    local audio, err = results[i][1], results[i][3]
     if audio then
       if type(audio) ~= "string" then fail("a call returned " .. type(audio)) end
       expected_length = expected_length or #audio

@@ -172,7 +172,7 @@ describe("fish tasks", function()
     end
     fish.run()
     for i = 1, 200 do
-      local audio, err = handles[i].results[1], handles[i].results[2]
+      local audio, err = handles[i].results[1], handles[i].results[3]
       assert.is_nil(err)
       assert.is_true(#audio > 0)
     end
@@ -280,7 +280,7 @@ describe("cancellation and cleanup", function()
     assert.is_true(task:cancel())
     fish.run()
     assert.is_nil(result[1])
-    assert.equal("canceled", result[2].kind)
+    assert.equal("canceled", result[3].kind)
     assert.same({}, entries(dir))
     assert.equal("canceled", task.status)
   end)
@@ -294,7 +294,7 @@ describe("cancellation and cleanup", function()
     token:cancel()
     fish.run()
     assert.is_nil(result[1])
-    assert.equal("canceled", result[2].kind)
+    assert.equal("canceled", result[3].kind)
   end)
 
   it("a cancel token ends wait_trained between polls", function()
@@ -311,7 +311,7 @@ describe("cancellation and cleanup", function()
     fish.run()
     assert.equal("done", task.status)
     assert.is_nil(result[1])
-    assert.equal("canceled", result[2].kind)
+    assert.equal("canceled", result[3].kind)
     -- It did not sit out the 5 s poll interval.
     assert.is_true(core.now() - started < 4)
   end)
@@ -328,7 +328,7 @@ describe("cancellation and cleanup", function()
     fish.run()
     for i = 1, 3 do
       assert.is_nil(results[i][1])
-      assert.equal("canceled", results[i][2].kind)
+      assert.equal("canceled", results[i][3].kind)
     end
     assert.equal(0, loop.engine():count())
   end)

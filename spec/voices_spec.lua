@@ -70,7 +70,7 @@ describe("fish.voices", function()
   local function make_voice(title, extra)
     local args = { title = title, voices = { SAMPLE } }
     for k, v in pairs(extra or {}) do args[k] = v end
-    local voice, err = client.voices.create(args)
+    local voice, msg, err = client.voices.create(args)
     assert(voice, tostring(err))
     return voice
   end
@@ -96,7 +96,7 @@ describe("fish.voices", function()
   describe("create", function()
     it("sends every field as its own part, lists as repeated parts, in order", function()
       local wav = read_file(REFERENCE_WAV)
-      local voice, err = client.voices.create({
+      local voice, msg, err = client.voices.create({
         title = "Full voice, with a comma",
         description = "Two samples & a cover",
         visibility = "public",
@@ -273,7 +273,7 @@ describe("fish.voices", function()
         { { title = "t", voices = { fish.file(empty) } }, "Uploaded voice file is empty" },
       }
       for _, case in ipairs(cases) do
-        local voice, err = client.voices.create(case[1])
+        local voice, msg, err = client.voices.create(case[1])
         assert.is_nil(voice)
         assert.is_true(fish.is_error(err))
         assert.equal("http", err.kind)
@@ -313,7 +313,7 @@ describe("fish.voices", function()
         { "DELETE", function() return client.voices.delete({ id = id }) end },
       }
       for _, call in ipairs(calls) do
-        local result, err = call[2]()
+        local result, _, err = call[2]()
         assert.is_nil(result)
         -- "Model not found": the server saw one path segment and decoded it to the id.
         assert.equal("not_found", err.kind)
@@ -325,9 +325,9 @@ describe("fish.voices", function()
         assert.equal("", sent.query)
       end
       -- Dot segments would be removed by URL normalisation; they stay in the path.
-      assert.equal("not_found", select(2, client.voices.get("..")).kind)
+      assert.equal("not_found", select(3, client.voices.get("..")).kind)
       assert.equal("/model/%2E%2E", srv:last_request().path)
-      assert.equal("not_found", select(2, client.voices.delete(".")).kind)
+      assert.equal("not_found", select(3, client.voices.delete(".")).kind)
       assert.equal("/model/%2E", srv:last_request().path)
       assert.equal("DELETE", srv:last_request().method)
     end)
@@ -338,18 +338,18 @@ describe("fish.voices", function()
         function() return client.voices.update("no-such-voice", { title = "x" }) end,
         function() return client.voices.delete("no-such-voice") end,
       }) do
-        local result, err = call()
+        local result, _, err = call()
         assert.is_nil(result)
         assert.is_true(fish.is_error(err))
         assert.equal("not_found", err.kind)
         assert.equal(404, err.status)
         assert.matches("HTTP 404", tostring(err))
       end
-      local ok, err = client.voices.update("seed-voice-1", { title = "mine now" })
+      local ok, msg, err = client.voices.update("seed-voice-1", { title = "mine now" })
       assert.is_nil(ok)
       assert.equal("permission", err.kind)
       assert.equal(403, err.status)
-      ok, err = client.voices.delete("seed-voice-1")
+      ok, msg, err = client.voices.delete("seed-voice-1")
       assert.is_nil(ok)
       assert.equal("permission", err.kind)
     end)
@@ -415,7 +415,7 @@ describe("fish.voices", function()
 
     it("returns the server's 422 for an update it refuses", function()
       local voice = make_voice("Keep")
-      local ok, err = client.voices.update(voice.id, { title = "" })
+      local ok, msg, err = client.voices.update(voice.id, { title = "" })
       assert.is_nil(ok)
       assert.equal("http", err.kind)
       assert.equal(422, err.status)
@@ -428,10 +428,10 @@ describe("fish.voices", function()
       assert.is_true(client.voices.delete(voice))
       local sent = srv:last_request("/model/" .. voice.id)
       assert.equal("DELETE", sent.method)
-      local got, err = client.voices.get(voice.id)
+      local got, msg, err = client.voices.get(voice.id)
       assert.is_nil(got)
       assert.equal("not_found", err.kind)
-      local ok, err2 = client.voices.delete(voice.id)
+      local ok, msg2, err2 = client.voices.delete(voice.id)
       assert.is_nil(ok)
       assert.equal("not_found", err2.kind)
     end)
@@ -550,7 +550,7 @@ describe("fish.voices", function()
     end)
 
     it("returns the server's 422 for a page size it refuses", function()
-      local page, err = client.voices.list({ page_size = 101 })
+      local page, msg, err = client.voices.list({ page_size = 101 })
       assert.is_nil(page)
       assert.equal("http", err.kind)
       assert.equal(422, err.status)
@@ -691,7 +691,7 @@ describe("fish.voices", function()
       assert.equal("created", voice.state)
       local states, voices_seen = {}, {}
       local started = core.now()
-      local trained, err = client.voices.wait_trained(voice, {
+      local trained, msg, err = client.voices.wait_trained(voice, {
         interval = 0.05,
         timeout = 10,
         on_state = function(state, v)
@@ -753,7 +753,7 @@ describe("fish.voices", function()
       local voice = make_voice("Doomed")
       srv:fail_voice(voice.id)
       local states = {}
-      local trained, err = client.voices.wait_trained(voice, {
+      local trained, msg, err = client.voices.wait_trained(voice, {
         interval = 0.05, timeout = 10, on_state = function(s) states[#states + 1] = s end,
       })
       assert.is_nil(trained)
@@ -761,7 +761,8 @@ describe("fish.voices", function()
       assert.equal("failed", err.kind)
       assert.matches(voice.id, err.message, 1, true)
       assert.equal("failed", err.voice.state)
-      assert.matches("^fish: failed", tostring(err))
+      assert.equal(tostring(err), msg)
+      assert.matches("^fish%.voices%.wait_trained: failed: voice ", msg)
       assert.same({ "created", "training", "failed" }, states)
     end)
 
@@ -769,7 +770,7 @@ describe("fish.voices", function()
       srv:config({ train_delay = 60 })
       local voice = make_voice("Slow")
       local started = core.now()
-      local trained, err = client.voices.wait_trained(voice.id, { timeout = 0.3, interval = 0.1 })
+      local trained, msg, err = client.voices.wait_trained(voice.id, { timeout = 0.3, interval = 0.1 })
       local elapsed = core.now() - started
       assert.is_nil(trained)
       assert.equal("timeout", err.kind)
@@ -785,7 +786,7 @@ describe("fish.voices", function()
       local stuck = make_voice("Stuck")
       srv:fault("/model/" .. stuck.id, { status = 200, body = { _id = stuck.id, state = "training" } },
         { method = "GET", times = 100 })
-      trained, err = client.voices.wait_trained(stuck, { timeout = 0.3, interval = 0.05 })
+      trained, msg, err = client.voices.wait_trained(stuck, { timeout = 0.3, interval = 0.05 })
       assert.is_nil(trained)
       assert.equal("timeout", err.kind)
       assert.equal("training", err.state)
@@ -795,7 +796,7 @@ describe("fish.voices", function()
     it("polls every 5 s by default", function()
       srv:config({ train_delay = 60 })
       local voice = make_voice("Default interval")
-      local trained, err = client.voices.wait_trained(voice.id, { timeout = 0.4 * SCALE })
+      local trained, msg, err = client.voices.wait_trained(voice.id, { timeout = 0.4 * SCALE })
       assert.is_nil(trained)
       assert.equal("timeout", err.kind)
       -- One poll at the start, then one when the 0.4 s (less than 5 s) ran out.
@@ -803,7 +804,7 @@ describe("fish.voices", function()
     end)
 
     it("returns the error of a failing poll", function()
-      local trained, err = client.voices.wait_trained("no-such-voice", { interval = 0.05, timeout = 1 })
+      local trained, msg, err = client.voices.wait_trained("no-such-voice", { interval = 0.05, timeout = 1 })
       assert.is_nil(trained)
       assert.equal("not_found", err.kind)
       assert.equal(1, #srv:requests_for("GET", "/model/no-such-voice"))
@@ -832,7 +833,7 @@ describe("fish.voices", function()
     it("speaks in a voice the server trained, and not before", function()
       srv:config({ train_delay = 0.3 * SCALE })
       local voice = make_voice("Speaker")
-      local audio, err = client.convert({ text = "Too early", reference_id = voice.id, format = "pcm" })
+      local audio, msg, err = client.convert({ text = "Too early", reference_id = voice.id, format = "pcm" })
       assert.is_nil(audio)
       assert.equal(400, err.status)
       assert.matches("not ready", err.message)
@@ -843,14 +844,14 @@ describe("fish.voices", function()
     end)
 
     it("is refused for an unknown or deleted voice", function()
-      local audio, err = client.convert({ text = "Hi", reference_id = "no-such-voice" })
+      local audio, msg, err = client.convert({ text = "Hi", reference_id = "no-such-voice" })
       assert.is_nil(audio)
       assert.is_true(fish.is_error(err))
       assert.equal(400, err.status)
       assert.matches("Reference not found", err.message)
       local voice = make_voice("Gone")
       assert.is_true(client.voices.delete(voice.id))
-      audio, err = client.convert({ text = "Hi", reference_id = voice.id })
+      audio, msg, err = client.convert({ text = "Hi", reference_id = voice.id })
       assert.is_nil(audio)
       assert.matches("Reference not found", err.message)
     end)
@@ -859,7 +860,8 @@ describe("fish.voices", function()
   describe("invalid answers", function()
     local BAD = '{"_id": "x", "state": '
 
-    local function check(result, err)
+    local function check(result, msg, err)
+      assert.equal(tostring(err), msg)
       assert.is_nil(result)
       assert.is_true(fish.is_error(err))
       assert.equal("invalid_response", err.kind)
@@ -890,7 +892,7 @@ describe("fish.voices", function()
 
     it("refuses a list answer without items", function()
       srv:fault("/model", { status = 200, body = { total = 3 } }, { method = "GET" })
-      local page, err = client.voices.list()
+      local page, msg, err = client.voices.list()
       assert.is_nil(page)
       assert.equal("invalid_response", err.kind)
     end)

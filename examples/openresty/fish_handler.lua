@@ -54,11 +54,12 @@ function M.say()
     ngx.log(ngx.ERR, tostring(c))
     return fail(ngx.HTTP_INTERNAL_SERVER_ERROR, "fish is not configured (see the error log)")
   end
-  local audio, err = c.convert({ text = text, format = format, reference_id = voice })
+  local audio, message, err = c.convert({ text = text, format = format, reference_id = voice })
   if not audio then
-    -- tostring(err) never contains the API key.
-    ngx.log(ngx.ERR, tostring(err))
-    return fail(ngx.HTTP_BAD_GATEWAY, tostring(err))
+    -- message is a one-line string that never contains the API key; err
+    -- holds the details (err.kind, err.status) for code that branches.
+    ngx.log(ngx.ERR, message, " (", err.kind, ")")
+    return fail(ngx.HTTP_BAD_GATEWAY, message)
   end
   ngx.header.content_type = CONTENT_TYPES[format]
   ngx.header.content_length = #audio

@@ -28,8 +28,8 @@ end
 
 function account.install(public, state, bind)
   local namespace = {}
-  namespace.credits = bind(namespace, state, credits)
-  namespace.package = bind(namespace, state, package)
+  namespace.credits = bind(namespace, state, credits, "fish.account.credits")
+  namespace.package = bind(namespace, state, package, "fish.account.package")
   public.account = namespace
 end
 

@@ -50,7 +50,7 @@ end
 
 function asr.install(public, state, bind)
   local namespace = {}
-  namespace.transcribe = bind(namespace, state, transcribe)
+  namespace.transcribe = bind(namespace, state, transcribe, "fish.asr.transcribe")
   public.asr = namespace
 end
 

@@ -2,10 +2,10 @@
 -- wait) plus the public calls bound to it. The public client table holds
 -- only functions; the key lives in a private state table that is never
 -- printed, so it cannot leak through tostring or a table dump.
-local cjson = require("cjson.safe")
 local core = require("fish.core")
 local errors = require("fish.errors")
 local http = require("fish.http")
+local json = require("fish.json")
 local loop = require("fish.loop")
 local tts = require("fish.tts")
 local util = require("fish.util")
@@ -128,27 +128,13 @@ function State:send(spec, args)
   return http.send(self, spec)
 end
 
--- JSON null arrives as cjson.null, which is truthy in Lua: drop such fields
--- from objects so `if voice.description then` means what it says.
-function client.drop_nulls(value)
-  if type(value) ~= "table" then return value end
-  for k, v in pairs(value) do
-    if v == cjson.null and type(k) == "string" then
-      value[k] = nil
-    else
-      client.drop_nulls(v)
-    end
-  end
-  return value
-end
-
 -- A call whose 2xx answer is JSON: returns the decoded value, or nil, err.
 function State:send_json(spec, args)
   local response, err = self:send(spec, args)
   if not response then return nil, err end
   if response.body == "" and spec.allow_empty then return true end
-  local decoded = cjson.decode(response.body)
-  if decoded == nil or decoded == cjson.null then
+  local decoded = json.decode(response.body)
+  if decoded == nil then
     return nil, errors.new({
       kind = "invalid_response",
       status = response.status,
@@ -157,7 +143,7 @@ function State:send_json(spec, args)
       attempts = response.attempts,
     })
   end
-  return client.drop_nulls(decoded)
+  return decoded
 end
 
 function State:close()
@@ -202,13 +188,20 @@ function Client:__tostring()
   return "fish.client (" .. self.base_url .. ")"
 end
 
+-- Inside fish a failure travels as `nil, err`; at the public edge it
+-- becomes `nil, message, err` (errors.fail), named after the public call.
+local function public_result(name, first, ...)
+  if first == nil and errors.is((...)) then return errors.fail((...), name) end
+  return first, ...
+end
+
 -- Bind a function to the state so that both client.f(args) and
 -- client:f(args) (owner = the table it hangs on) work; the dot form is the
--- documented one.
-local function bind(owner, state, fn)
+-- documented one. `name` is the public name, for error messages.
+local function bind(owner, state, fn, name)
   return function(first, ...)
-    if first == owner then return fn(state, ...) end
-    return fn(state, first, ...)
+    if first == owner then return public_result(name, fn(state, ...)) end
+    return public_result(name, fn(state, first, ...))
   end
 end
 
@@ -257,7 +250,7 @@ function client.new(opts)
   end
 
   local public = setmetatable({ base_url = base_url }, Client)
-  public.convert = bind(public, state, convert)
+  public.convert = bind(public, state, convert, "fish.convert")
   public.close = function() state:close() end
   public.closed = function() return state.closed end
   for _, name in ipairs(EXTENSIONS) do require(name).install(public, state, bind) end

@@ -1,26 +1,63 @@
 -- Error objects for failures of the network or the API. Programming errors
--- (a wrong type, an unknown field) are raised with error() instead; these are
--- returned as `nil, err`, the convention of luv, lua-http and lua-resty-http.
-local cjson = require("cjson.safe")
+-- (a wrong type, an unknown field) are raised with error() instead. Public
+-- calls return failures as `nil, message, err`, the convention of luv,
+-- cqueues and lua-http: `message` is a string, so `"failed: " .. message`,
+-- io.stderr:write(message), ngx.say(message) and assert() work on every ABI;
+-- `err` is the object below, for code that branches on err.kind.
+local json = require("fish.json")
 
 local errors = {}
+
+-- Every kind an error object can have; the API reference documents each.
+errors.KINDS = {
+  "auth", "permission", "not_found", "rate_limit", "server", "http",
+  "network", "timeout", "canceled", "failed", "invalid_response", "io",
+}
 
 local Error = {}
 Error.__index = Error
 Error.__name = "fish.error"
 
--- One line, never the API key: the message is built from the status and the
--- server's words, and scrub() removes the key in case the server echoes it.
+-- The HTTP reason phrases of the statuses the API and proxies answer with,
+-- as words: "HTTP 402 payment_required" reads without a table at hand.
+local STATUS_NAMES = {
+  [400] = "bad_request", [401] = "unauthorized", [402] = "payment_required", [403] = "forbidden",
+  [404] = "not_found", [405] = "method_not_allowed", [408] = "request_timeout", [409] = "conflict",
+  [413] = "content_too_large", [415] = "unsupported_media_type", [422] = "unprocessable_content",
+  [429] = "too_many_requests", [500] = "internal_server_error", [501] = "not_implemented",
+  [502] = "bad_gateway", [503] = "service_unavailable", [504] = "gateway_timeout",
+}
+
+-- One line that says what failed, never the API key: it is built from the
+-- call, the status and the server's words, which scrub() already cleaned.
+-- Line breaks are folded, because they would split log records.
 function Error:__tostring()
-  local head = "fish: " .. tostring(self.kind)
-  if type(self.status) == "number" and self.status > 0 then head = head .. " (HTTP " .. self.status .. ")" end
-  -- One line whatever the message holds (a transport message, a caller's
-  -- errors.new): line breaks would split log records.
-  return head .. ": " .. (tostring(self.message):gsub("[\r\n]+", " "))
+  local head
+  local status = type(self.status) == "number" and self.status or 0
+  if status > 0 and (status < 200 or status >= 300) then
+    head = ("HTTP %d"):format(status)
+    if STATUS_NAMES[status] then head = head .. " " .. STATUS_NAMES[status] end
+  else
+    head = tostring(self.kind)
+    if self.cause and self.cause ~= self.kind then head = head .. " (" .. tostring(self.cause) .. ")" end
+  end
+  local text = (tostring(self.message or ""):gsub("[\r\n]+", " "))
+  if text ~= "" and text ~= self.kind and text ~= ("HTTP " .. status) then
+    head = head .. ": " .. text
+  end
+  return (self.call or "fish") .. ": " .. head
 end
 
 function errors.is(value)
   return getmetatable(value) == Error
+end
+
+-- The public shape of a failure: nil, the one-line message, the object.
+-- `call` names the public function ("fish.convert") when the error does not
+-- name one yet.
+function errors.fail(err, call)
+  if call and not err.call then err.call = call end
+  return nil, tostring(err), err
 end
 
 -- Kinds by HTTP status, as the Python SDK's exception classes map them.
@@ -38,17 +75,7 @@ local function one_line(text, limit)
   return text
 end
 
--- Any decoded JSON value as text: a table as its JSON, never "table: 0x...".
--- Whole numbers print without ".0": on Lua 5.4 cjson decodes every number as
--- a float, which would turn a 422's loc ["references", 0] into "references.0.0".
-local function text_of(value)
-  if type(value) == "table" then return cjson.encode(value) or "?" end
-  if value == cjson.null then return "null" end
-  if type(value) == "number" and value == math.floor(value) and math.abs(value) < 2 ^ 53 then
-    return ("%d"):format(value)
-  end
-  return tostring(value)
-end
+local text_of = json.text_of
 
 -- A readable line from a 422 list: "text: field required; format: ..."
 -- Whatever the server put in it, this never raises.
@@ -73,29 +100,15 @@ local function describe_validation_list(list)
   return table.concat(parts, "; ")
 end
 
--- JSON null decodes to cjson.null, which is truthy: drop such fields, as
--- client.drop_nulls does for answers, so err.json reads the same way.
-local function drop_nulls(value)
-  if type(value) ~= "table" then return value end
-  for k, v in pairs(value) do
-    if v == cjson.null and type(k) == "string" then
-      value[k] = nil
-    else
-      drop_nulls(v)
-    end
-  end
-  return value
-end
-
 -- The message from an error body, whichever of the shapes the API uses:
 -- {status, message[, reason]}, {detail = ...}, a JSON array, or plain text.
 function errors.message_from_body(body)
   if body == nil or body == "" then return nil, nil end
-  local decoded = drop_nulls(cjson.decode(body))
+  local decoded = json.decode(body)
   if type(decoded) == "table" then
     if #decoded > 0 then return describe_validation_list(decoded), decoded end
     local message = decoded.message
-    if type(message) == "table" then message = cjson.encode(message) end
+    if type(message) == "table" then message = json.encode(message) end
     if type(decoded.detail) == "table" then
       message = message or describe_validation_list(decoded.detail[1] and decoded.detail or { decoded.detail })
     elseif decoded.detail ~= nil then

@@ -3,6 +3,9 @@
 --   local fish = require("fish")
 --   local audio = assert(fish.convert{ text = "Hello", reference_id = "..." })
 --
+-- Failures of the network or the API return nil, message, err: message is a
+-- one-line string, err the error object (err.kind, err.status, ...).
+--
 -- Module-level calls use a default client configured from FISH_API_KEY and
 -- FISH_BASE_URL; fish.new{...} makes others. See README.md for every option.
 local client = require("fish.client")
@@ -11,6 +14,10 @@ local loop = require("fish.loop")
 local errors = require("fish.errors")
 
 local fish = {
+  _NAME = "fish",
+  -- "fish 0.1.0", as socket._VERSION is "LuaSocket 3.0.0"; VERSION is the
+  -- bare number, for comparisons.
+  _VERSION = "fish " .. client.VERSION,
   VERSION = client.VERSION,
   new = client.new,
   file = file.new,
@@ -24,6 +31,7 @@ local fish = {
     end
     loop.sleep(seconds)
   end,
+  pcall = loop.pcall,
   is_error = errors.is,
   cancel_token = loop.new_token,
 }

@@ -7,8 +7,11 @@
 -- fish never yields just because coroutine.isyieldable() is true: OpenResty,
 -- plenary.async and game schedulers run code in coroutines fish does not own.
 local core = require("fish.core")
+local errors = require("fish.errors")
 
 local loop = {}
+
+local unpack = table.unpack or unpack -- luacheck: ignore 143
 
 local engine                                           -- one per Lua state, made on first use
 local watchdogs = setmetatable({}, { __mode = "k" })   -- request -> time limits
@@ -146,7 +149,7 @@ local function settle(task, resumed)
   task_of[co] = nil
   if resumed[1] then
     task.status = task.canceled and "canceled" or "done"
-    task.results = { n = resumed.n - 1, (table.unpack or unpack)(resumed, 2, resumed.n) }
+    task.results = { n = resumed.n - 1, unpack(resumed, 2, resumed.n) }
     return nil
   end
   task.status = "error"
@@ -186,13 +189,40 @@ function loop.spawn(fn, ...)
   local args = pack(...)
   local task
   local co = coroutine.create(function()
-    return fn((table.unpack or unpack)(args, 1, args.n))
+    return fn(unpack(args, 1, args.n))
   end)
   task = setmetatable({ co = co, status = "running" }, Task)
   task_of[co] = task
   tasks[#tasks + 1] = task
   return task
 end
+
+-- ---- pcall across yields -------------------------------------------------------
+
+-- PUC Lua 5.1 cannot yield across pcall, so pcall(fish.convert, ...) in a
+-- task fails there with "attempt to yield across metamethod/C-call
+-- boundary". 5.2+ and LuaJIT can, and use pcall itself.
+local PCALL_YIELDS = _VERSION ~= "Lua 5.1" or type(jit) == "table"
+
+local function copcall(fn, ...)
+  local co = coroutine.create(fn)
+  -- The protected coroutine runs on behalf of the current task, so fish
+  -- calls inside it still suspend that task rather than blocking.
+  local task = current_task()
+  if task then task_of[co] = task end
+  local resumed = pack(coroutine.resume(co, ...))
+  while coroutine.status(co) ~= "dead" do
+    -- It yielded: hand the yield to whoever resumed us, and the answer back.
+    resumed = pack(coroutine.resume(co, coroutine.yield(unpack(resumed, 2, resumed.n))))
+  end
+  task_of[co] = nil
+  if resumed[1] then return true, unpack(resumed, 2, resumed.n) end
+  return false, resumed[2]
+end
+
+-- fish.pcall(fn, ...): pcall that lets fish calls inside fn suspend their
+-- task, on every ABI.
+loop.pcall = PCALL_YIELDS and pcall or copcall
 
 -- ---- the waiting primitive ---------------------------------------------------
 
@@ -328,8 +358,11 @@ function Task:wait()
     while self.status == "running" do loop.step(MAX_SLEEP) end
   end
   if self.status == "error" then error(self.error, 0) end
-  if self.status == "canceled" and not self.results then return nil, "canceled" end
-  return (table.unpack or unpack)(self.results, 1, self.results.n)
+  -- A canceled task that returned nothing still tells its waiter why.
+  if self.status == "canceled" and (not self.results or self.results.n == 0) then
+    return errors.fail(errors.new({ kind = "canceled", message = "the task was canceled" }), "task:wait")
+  end
+  return unpack(self.results, 1, self.results.n)
 end
 
 -- done?, then the results (or false, error) without waiting.
@@ -339,7 +372,7 @@ function Task:result()
   if self.status == "running" then return false end
   if self.status == "error" then return true, false, self.error end
   local r = self.results or { n = 0 }
-  return true, (table.unpack or unpack)(r, 1, r.n)
+  return true, unpack(r, 1, r.n)
 end
 
 -- Cancel the task: the transfer it waits on is canceled (its call returns

@@ -289,7 +289,12 @@ local function each(state, args)
       if done then return nil end
       filters.page_number = page_number
       local page, err = list(state, filters)
-      if not page then error(err, 0) end
+      if not page then
+        -- Raise the error object, as io.lines raises: a loop cannot return
+        -- nil, message, err without ending as if the list were complete.
+        err.call = err.call or "fish.voices.each"
+        error(err, 0)
+      end
       items, index = page.items, 0
       page_number = page_number + 1
       seen = seen + #items
@@ -355,13 +360,13 @@ end
 
 function voices.install(public, state, bind)
   local namespace = {}
-  namespace.create = bind(namespace, state, create)
-  namespace.get = bind(namespace, state, get)
-  namespace.update = bind(namespace, state, update)
-  namespace.delete = bind(namespace, state, delete)
-  namespace.list = bind(namespace, state, list)
-  namespace.each = bind(namespace, state, each)
-  namespace.wait_trained = bind(namespace, state, wait_trained)
+  namespace.create = bind(namespace, state, create, "fish.voices.create")
+  namespace.get = bind(namespace, state, get, "fish.voices.get")
+  namespace.update = bind(namespace, state, update, "fish.voices.update")
+  namespace.delete = bind(namespace, state, delete, "fish.voices.delete")
+  namespace.list = bind(namespace, state, list, "fish.voices.list")
+  namespace.each = bind(namespace, state, each, "fish.voices.each")
+  namespace.wait_trained = bind(namespace, state, wait_trained, "fish.voices.wait_trained")
   public.voices = namespace
 end
 

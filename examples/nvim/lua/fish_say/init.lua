@@ -176,13 +176,15 @@ function M.say(text, opts)
   if s.reference_id then args.reference_id = s.reference_id end
 
   local task = fish.spawn(function()
-    -- Inside a fish task, convert suspends only this task. pcall keeps a
-    -- bad argument from failing the task unobserved (fish.step would raise).
-    local called, path, bytes = pcall(client.convert, args)
+    -- Inside a fish task, convert suspends only this task. fish.pcall keeps
+    -- a bad argument from failing the task unobserved (fish.step would
+    -- raise), and unlike pcall it lets the task yield on every Lua ABI.
+    -- A failure returns nil, message, err: the message is a string.
+    local called, path, bytes_or_message = fish.pcall(client.convert, args)
     client.close()
     if not called then return false, path end
-    if not path then return false, tostring(bytes) end
-    return true, path, bytes
+    if not path then return false, bytes_or_message end
+    return true, path, bytes_or_message
   end)
 
   local job = {
