@@ -438,7 +438,7 @@ srv.serve_forever()
     end)
 
     it("works with <close> on Lua 5.4", function()
-      if _VERSION ~= "Lua 5.4" or type(jit) == "table" then return end
+      if _VERSION ~= "Lua 5.4" then pending("<close> is Lua 5.4 syntax") return end
       local chunk = assert(load([[
         local fish, url, key = ...
         local kept
