@@ -441,7 +441,10 @@ def header_params(value):
     for m in re.finditer(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', value or ""):
         key, val = m.group(1).lower(), m.group(2).strip()
         if val.startswith('"') and val.endswith('"') and len(val) >= 2:
-            val = re.sub(r"\\(.)", r"\1", val[1:-1])
+            # As email.utils.unquote (and so python-multipart) reads it: only
+            # \\ and \" are escapes. libcurl sends a backslash in a file
+            # name as it is (HTML5 form encoding), so "a\b.wav" stays.
+            val = val[1:-1].replace("\\\\", "\\").replace('\\"', '"')
         if key.endswith("*"):                      # RFC 5987: utf-8''percent-encoded
             key = key[:-1]
             if "''" in val:

@@ -15,7 +15,7 @@ local function credits(state, opts)
     util.raise(fn .. ": field 'check_free_credit' must be a boolean")
   end
   local query = opts.check_free_credit ~= nil and ("check_free_credit=" .. tostring(opts.check_free_credit)) or nil
-  return state:send_json({ method = "GET", path = "/wallet/self/api-credit", query = query }, opts)
+  return state:send_json({ method = "GET", path = "/wallet/self/api-credit", query = query }, opts, fn)
 end
 
 local function package(state, opts)
@@ -23,7 +23,7 @@ local function package(state, opts)
   state:check_open(fn)
   opts = opts or {}
   util.check_fields(fn, opts, PACKAGE_FIELDS)
-  return state:send_json({ method = "GET", path = "/wallet/self/package" }, opts)
+  return state:send_json({ method = "GET", path = "/wallet/self/package" }, opts, fn)
 end
 
 function account.install(public, state, bind)

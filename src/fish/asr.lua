@@ -45,7 +45,7 @@ local function transcribe(state, args)
     path = "/v1/asr",
     headers = { "Content-Type: application/msgpack" },
     body = body,
-  }, args)
+  }, args, "fish.asr.transcribe")
 end
 
 function asr.install(public, state, bind)

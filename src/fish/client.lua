@@ -26,7 +26,7 @@ local DEFAULTS = {
 
 local OPTIONS = {
   "api_key", "base_url", "model", "timeout", "connect_timeout", "first_byte_timeout",
-  "idle_timeout", "user_agent", "retries", "pause", "ca_file", "insecure",
+  "idle_timeout", "user_agent", "retries", "pause", "ca_file", "insecure", "headers",
 }
 local KNOWN_OPTIONS = {}
 for _, name in ipairs(OPTIONS) do KNOWN_OPTIONS[name] = true end
@@ -105,23 +105,48 @@ function State:call_settings(args)
   }
 end
 
-function State:headers(extra)
+-- The header lines of one call: fish's own, then the client's extra
+-- headers, then the call's (a call's header replaces the client's of the
+-- same name), then the endpoint's (Content-Type, model).
+function State:headers(api_key, call_headers, endpoint_lines)
   local headers = {
-    "Authorization: Bearer " .. self.api_key,
+    "Authorization: Bearer " .. api_key,
     "User-Agent: " .. self.user_agent,
     "Accept: */*",
     "Expect:", -- no 100-continue round trip before uploads
   }
-  for _, line in ipairs(extra or {}) do headers[#headers + 1] = line end
+  local extra = {}
+  for name, line in pairs(self.extra_headers) do extra[name] = line end
+  for name, line in pairs(call_headers or {}) do extra[name] = line end
+  local names = {}
+  for name in pairs(extra) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do headers[#headers + 1] = extra[name] end
+  for _, line in ipairs(endpoint_lines or {}) do headers[#headers + 1] = line end
   return headers
 end
 
 -- Send one API call. spec: method, path, query, headers, body | mime, out,
--- on_chunk, expect_body, plus the per-call args for retries and timeouts.
-function State:send(spec, args)
-  local retries, token, limits = self:call_settings(args or {})
-  spec.url = self.base_url .. spec.path .. (spec.query and spec.query ~= "" and ("?" .. spec.query) or "")
-  spec.headers = self:headers(spec.headers)
+-- on_chunk, expect_body, plus the per-call args: retries, time limits,
+-- cancel, and the extra headers, query parameters and api_key of this call.
+function State:send(spec, args, fn)
+  args = args or {}
+  local retries, token, limits = self:call_settings(args)
+  local api_key = self.api_key
+  if args.api_key ~= nil then
+    api_key = util.check_header_value(fn, "option 'api_key'", args.api_key)
+    if api_key == "" then util.raise(fn .. ": option 'api_key' must not be empty") end
+  end
+  local call_headers = args.headers ~= nil and util.header_lines(fn, args.headers) or nil
+  local query = spec.query or ""
+  if args.query ~= nil then
+    local extra = util.form_encode(util.query_pairs(fn, args.query))
+    if extra ~= "" then query = query ~= "" and (query .. "&" .. extra) or extra end
+  end
+  spec.url = self.base_url .. spec.path .. (query ~= "" and ("?" .. query) or "")
+  spec.headers = self:headers(api_key, call_headers, spec.headers)
+  -- Every key this call knows of is redacted from what it reports.
+  spec.secrets = { api_key, self.api_key }
   spec.retries = retries
   spec.limits = limits
   spec.cancel = token
@@ -129,8 +154,8 @@ function State:send(spec, args)
 end
 
 -- A call whose 2xx answer is JSON: returns the decoded value, or nil, err.
-function State:send_json(spec, args)
-  local response, err = self:send(spec, args)
+function State:send_json(spec, args, fn)
+  local response, err = self:send(spec, args, fn)
   if not response then return nil, err end
   if response.body == "" and spec.allow_empty then return true end
   local decoded = json.decode(response.body)
@@ -162,7 +187,9 @@ local function convert(state, args)
   local headers = { "Content-Type: application/msgpack" }
   local model = args.model
   if model == nil then model = state.model end
-  if model then headers[#headers + 1] = "model: " .. model end
+  if model then
+    headers[#headers + 1] = "model: " .. util.check_header_value("fish.convert", "field 'model'", model)
+  end
   local response, err = state:send({
     method = "POST",
     path = "/v1/tts",
@@ -171,7 +198,7 @@ local function convert(state, args)
     out = args.out,
     on_chunk = args.on_chunk,
     expect_body = true,
-  }, args)
+  }, args, "fish.convert")
   if not response then return nil, err end
   if args.out then return args.out, response.bytes end
   if args.on_chunk then return response.bytes end
@@ -234,6 +261,10 @@ function client.new(opts)
   if opts.pause ~= nil and type(opts.pause) ~= "function" then
     util.raise("fish.new: option 'pause' must be a function(seconds)")
   end
+  util.check_header_value("fish.new", "option 'api_key'", api_key)
+  if model then util.check_header_value("fish.new", "option 'model'", model) end
+  if opts.user_agent ~= nil then util.check_header_value("fish.new", "option 'user_agent'", opts.user_agent) end
+  local extra_headers = opts.headers ~= nil and util.header_lines("fish.new", opts.headers) or {}
 
   local state = setmetatable({
     api_key = api_key,
@@ -242,6 +273,7 @@ function client.new(opts)
     user_agent = opts.user_agent or default_user_agent(),
     pause = opts.pause,
     ca_file = opts.ca_file,
+    extra_headers = extra_headers,
     requests = setmetatable({}, { __mode = "k" }),
     closed = false,
   }, State)

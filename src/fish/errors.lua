@@ -144,21 +144,30 @@ function errors.from_http(status, body, truncated)
   })
 end
 
--- Remove a secret from any text we are about to show. With `cut` (the text
--- is the head of something longer, as a capped error body is), a tail that
--- starts the secret is removed too: a key split by the cap still leaks.
-function errors.scrub(text, secret, cut)
-  if not secret or secret == "" or type(text) ~= "string" then return text end
-  local start = 1
-  while true do
-    local i, j = text:find(secret, start, true)
-    if not i then break end
-    text = text:sub(1, i - 1) .. "<redacted>" .. text:sub(j + 1)
-    start = i + #"<redacted>"
-  end
-  if cut then
-    for n = math.min(#secret - 1, #text), 4, -1 do
-      if text:sub(-n) == secret:sub(1, n) then return text:sub(1, -n - 1) .. "<redacted>" end
+-- Remove secrets from any text we are about to show. `secrets` is one key
+-- or a list of them (a call's own api_key and its client's). With `cut`
+-- (the text is the head of something longer, as a capped error body is), a
+-- tail that starts a secret is removed too: a key split by the cap still leaks.
+function errors.scrub(text, secrets, cut)
+  if type(text) ~= "string" then return text end
+  if type(secrets) ~= "table" then secrets = { secrets } end
+  for _, secret in ipairs(secrets) do
+    if type(secret) == "string" and secret ~= "" then
+      local start = 1
+      while true do
+        local i, j = text:find(secret, start, true)
+        if not i then break end
+        text = text:sub(1, i - 1) .. "<redacted>" .. text:sub(j + 1)
+        start = i + #"<redacted>"
+      end
+      if cut then
+        for n = math.min(#secret - 1, #text), 4, -1 do
+          if text:sub(-n) == secret:sub(1, n) then
+            text = text:sub(1, -n - 1) .. "<redacted>"
+            break
+          end
+        end
+      end
     end
   end
   return text

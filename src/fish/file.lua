@@ -27,9 +27,13 @@ function file.is(value)
   return getmetatable(value) == File
 end
 
+-- Only Windows separates directories with a backslash: on POSIX "a\\b.wav"
+-- is one file name and keeps it.
+local SEPARATORS = package.config:sub(1, 1) == "\\" and "[^/\\]+$" or "[^/]+$"
+
 -- The last component of the path, for multipart filenames.
 function file.basename(f)
-  return f.path:match("([^/\\]+)$") or f.path
+  return f.path:match(SEPARATORS) or f.path
 end
 
 return file

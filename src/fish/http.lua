@@ -32,6 +32,19 @@ function http.parse_retry_after(value, now_epoch)
   return seconds
 end
 
+-- Seconds to wait from X-RateLimit-Reset, which carries the epoch second at
+-- which the limit resets (the TypeScript SDK reads it so); used only when
+-- there is no Retry-After, and capped like it.
+function http.parse_rate_limit_reset(value, now_epoch)
+  if type(value) ~= "string" then return nil end
+  local at = tonumber(value:match("^%s*(%d+)%s*$"))
+  if not at then return nil end
+  local seconds = at - (now_epoch or core.epoch())
+  if seconds < 0 then seconds = 0 end
+  if seconds > RETRY_AFTER_CAP then seconds = RETRY_AFTER_CAP end
+  return seconds
+end
+
 -- A number in [0, 1) for the jitter. LuaJIT's math.random starts from the
 -- same seed in every process, so alone it would give every process the same
 -- "random" waits and let them retry in lockstep; the clock's sub-millisecond
@@ -121,6 +134,7 @@ end
 -- The outcome of a finished request: response, or nil plus error and
 -- whether trying again is safe.
 local function outcome(client, spec, request, temp, limits)
+  local function scrub(text, cut) return errors.scrub(text, spec.secrets, cut) end
   local failure, message = request:result()
   local delivered, _, first_byte_at = request:progress()
   local status = request:status()
@@ -129,7 +143,7 @@ local function outcome(client, spec, request, temp, limits)
   -- the status says. None of its bytes reached the caller's sink.
   local broken_error_body = failure == "network" and status >= 300 and delivered == 0
   if failure and not broken_error_body then
-    local err = transfer_error(request, failure, errors.scrub(message, client.api_key), limits)
+    local err = transfer_error(request, failure, scrub(message), limits)
     local before_response = first_byte_at == 0 and delivered == 0
     local safe = before_response and (failure == "connect" or failure == "connect_timeout" or failure == "network")
     return nil, err, safe
@@ -137,11 +151,12 @@ local function outcome(client, spec, request, temp, limits)
   if status < 200 or status >= 300 then
     local body, truncated = request:error_body()
     truncated = truncated or broken_error_body
-    local err = errors.from_http(status, errors.scrub(body, client.api_key, truncated), truncated)
-    err.message = errors.scrub(err.message, client.api_key)
+    local err = errors.from_http(status, scrub(body, truncated), truncated)
+    err.message = scrub(err.message)
     err.retry_after = http.parse_retry_after(request:header("Retry-After"))
+      or http.parse_rate_limit_reset(request:header("X-RateLimit-Reset"))
     if status >= 300 and status < 400 then
-      err.location = errors.scrub(request:header("Location"), client.api_key)
+      err.location = scrub(request:header("Location"))
       err.message = err.message .. " (redirects are not followed)"
     end
     return nil, err, retryable_status(status)

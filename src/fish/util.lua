@@ -3,7 +3,10 @@
 local util = {}
 
 -- Options every API call accepts besides its own fields.
-util.CALL_OPTIONS = { "retries", "timeout", "connect_timeout", "first_byte_timeout", "idle_timeout", "cancel" }
+util.CALL_OPTIONS = {
+  "retries", "timeout", "connect_timeout", "first_byte_timeout", "idle_timeout", "cancel",
+  "headers", "query", "api_key",
+}
 
 -- Raise `message` at the first stack frame outside fish's own Lua files, so
 -- the error names the caller's line rather than ours.
@@ -86,9 +89,118 @@ function util.check_fields(fn, args, fields)
   util.check_known(fn, args, entry[1], entry[2])
 end
 
--- RFC 3986 percent-encoding of everything but unreserved characters.
+-- RFC 3986 percent-encoding of everything but unreserved characters. The
+-- ranges are spelt out: %w follows the C locale, and under a Latin-1 locale
+-- it would pass bytes such as 0xE9 through unencoded.
 function util.percent_encode(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+  return (tostring(s):gsub("[^A-Za-z0-9%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- { {name, value}, ... } as name=value&... (query strings and form bodies).
+function util.form_encode(pairs_list)
+  local out = {}
+  for _, kv in ipairs(pairs_list) do
+    out[#out + 1] = util.percent_encode(kv[1]) .. "=" .. util.percent_encode(kv[2])
+  end
+  return table.concat(out, "&")
+end
+
+-- The keys of a table in a stable order, so that the same options always
+-- give the same bytes on the wire.
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
+end
+
+-- A value that goes into an HTTP header. CR or LF would end the header and
+-- start another (or a second request on the same connection); NUL would
+-- silently cut the value short in libcurl.
+function util.check_header_value(fn, what, value)
+  if type(value) ~= "string" then
+    util.raise(("%s: %s must be a string, got %s"):format(fn, what, type(value)))
+  end
+  if value:find("[\r\n]") or value:find("\0", 1, true) then
+    util.raise(("%s: %s must not contain CR, LF or NUL"):format(fn, what))
+  end
+  return value
+end
+
+-- Headers fish sets itself, and the option that sets each instead.
+local OWN_HEADERS = {
+  authorization = "api_key", ["user-agent"] = "user_agent", model = "model",
+  ["content-type"] = false, ["content-length"] = false, ["transfer-encoding"] = false,
+  host = false, expect = false, connection = false,
+}
+
+-- headers = { ["traceparent"] = "00-...", ... } as a map from the lower-case
+-- name to the header line. Names are RFC 9110 tokens; values pass
+-- check_header_value. An empty value is sent as an empty header ("Name;"
+-- is libcurl's spelling: "Name:" would remove the header instead).
+function util.header_lines(fn, headers)
+  if type(headers) ~= "table" then
+    util.raise(fn .. ": option 'headers' must be a table of name = value strings")
+  end
+  local lines = {}
+  for _, name in ipairs(sorted_keys(headers)) do
+    if type(name) ~= "string" or not name:find("^[!#$%%&'*+%-.^_`|~0-9A-Za-z]+$") then
+      util.raise(("%s: option 'headers' has an invalid header name %q"):format(fn, tostring(name)))
+    end
+    local lower = name:lower()
+    local own = OWN_HEADERS[lower]
+    if own ~= nil then
+      util.raise(("%s: option 'headers' cannot set %s%s"):format(fn, name,
+        own and (" (use the '" .. own .. "' option)") or ": fish sets it"))
+    end
+    local value = util.check_header_value(fn, ("header '%s'"):format(name), headers[name])
+    lines[lower] = value == "" and (name .. ";") or (name .. ": " .. value)
+  end
+  return lines
+end
+
+-- query = { key = value | { value, ... } } as {name, value} pairs: a list
+-- repeats its key (tag=a&tag=b), booleans are true/false.
+function util.query_pairs(fn, query)
+  if type(query) ~= "table" then util.raise(fn .. ": option 'query' must be a table of name = value") end
+  local function text(name, v)
+    if type(v) == "boolean" then return v and "true" or "false" end
+    if type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge then
+      return util.is_integer(v) and ("%d"):format(v) or ("%.17g"):format(v)
+    end
+    if type(v) == "string" then return v end
+    util.raise(("%s: option 'query' value for '%s' must be a string, number or boolean"):format(fn, name))
+  end
+  local out = {}
+  for _, name in ipairs(sorted_keys(query)) do
+    if type(name) ~= "string" or name == "" then
+      util.raise(fn .. ": option 'query' keys must be non-empty strings")
+    end
+    local value = query[name]
+    if type(value) == "table" then
+      for i = 1, util.sequence_length(fn, "query." .. name, value) do out[#out + 1] = { name, text(name, value[i]) } end
+    else
+      out[#out + 1] = { name, text(name, value) }
+    end
+  end
+  return out
+end
+
+-- The length of a proper sequence: keys 1..n and nothing else. ipairs
+-- stops at the first hole and # may or may not, so a list with holes would
+-- be checked one way and sent another.
+function util.sequence_length(fn, field, list)
+  local n = 0
+  for k in pairs(list) do
+    if type(k) ~= "number" or k < 1 or k ~= math.floor(k) then
+      util.raise(("%s: field '%s' must be a list (keys 1..n), found key %s"):format(fn, field, tostring(k)))
+    end
+    if k > n then n = k end
+  end
+  for i = 1, n do
+    if list[i] == nil then util.raise(("%s: field '%s' has a hole at [%d]"):format(fn, field, i)) end
+  end
+  return n
 end
 
 return util

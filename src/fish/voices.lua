@@ -147,7 +147,7 @@ end
 local function create(state, args)
   state:check_open("fish.voices.create")
   local parts = voices.create_parts(args)
-  local entity, err = state:send_json({ method = "POST", path = "/model", mime = parts }, args)
+  local entity, err = state:send_json({ method = "POST", path = "/model", mime = parts }, args, "fish.voices.create")
   if not entity then return nil, err end
   return as_voice(entity)
 end
@@ -159,20 +159,14 @@ local function get(state, voice, opts)
   state:check_open(fn)
   local id = voice_id(fn, voice)
   if opts ~= nil then check_fields(fn, opts, NO_FIELDS) end
-  local entity, err = state:send_json({ method = "GET", path = voice_path(id) }, opts)
+  local entity, err = state:send_json({ method = "GET", path = voice_path(id) }, opts, fn)
   if not entity then return nil, err end
   return as_voice(entity)
 end
 
 local UPDATE_FIELDS = { "title", "description", "visibility", "tags", "cover_image" }
 
-local function form_encode(pairs_list)
-  local out = {}
-  for _, kv in ipairs(pairs_list) do
-    out[#out + 1] = util.percent_encode(kv[1]) .. "=" .. util.percent_encode(kv[2])
-  end
-  return table.concat(out, "&")
-end
+local form_encode = util.form_encode
 
 local function update(state, voice, args)
   local fn = "fish.voices.update"
@@ -200,7 +194,7 @@ local function update(state, voice, args)
     spec.body = form_encode(fields)
     spec.headers = { "Content-Type: application/x-www-form-urlencoded" }
   end
-  local answer, err = state:send_json(spec, args)
+  local answer, err = state:send_json(spec, args, fn)
   if not answer then return nil, err end
   return true
 end
@@ -210,7 +204,7 @@ local function delete(state, voice, opts)
   state:check_open(fn)
   local id = voice_id(fn, voice)
   if opts ~= nil then check_fields(fn, opts, NO_FIELDS) end
-  local answer, err = state:send_json({ method = "DELETE", path = voice_path(id), allow_empty = true }, opts)
+  local answer, err = state:send_json({ method = "DELETE", path = voice_path(id), allow_empty = true }, opts, fn)
   if not answer then return nil, err end
   return true
 end
@@ -263,7 +257,7 @@ local function list(state, args)
   local fn = "fish.voices.list"
   state:check_open(fn)
   local query = voices.list_query(args)
-  local page, err = state:send_json({ method = "GET", path = "/model", query = query }, args)
+  local page, err = state:send_json({ method = "GET", path = "/model", query = query }, args, fn)
   if not page then return nil, err end
   if type(page) ~= "table" or type(page.items) ~= "table" then
     return nil, errors.new({ kind = "invalid_response", status = 200, message = "a voice list without items" })
@@ -309,21 +303,32 @@ end
 
 -- ---- wait_trained --------------------------------------------------------------------------
 
-local WAIT_FIELDS = { "timeout", "interval", "on_state", "cancel" }
+-- Besides every call option: `timeout` here bounds the whole wait, not one
+-- poll; the other call options apply to each poll.
+local WAIT_FIELDS = { "interval", "on_state" }
+local POLL_OPTIONS = {
+  "retries", "connect_timeout", "first_byte_timeout", "idle_timeout", "cancel", "headers", "query", "api_key",
+}
 
 local function wait_trained(state, voice, opts)
   local fn = "fish.voices.wait_trained"
   state:check_open(fn)
   local id = voice_id(fn, voice)
   opts = opts or {}
-  util.check_table(fn, opts)
-  util.check_known(fn, opts, { timeout = true, interval = true, on_state = true, cancel = true }, WAIT_FIELDS)
+  check_fields(fn, opts, WAIT_FIELDS)
   local timeout, interval, on_state = opts.timeout or 300, opts.interval or 5, opts.on_state
   local token = opts.cancel
   if token ~= nil and not loop.is_token(token) then fail(fn, "cancel", "must be a fish.cancel_token()") end
-  if type(timeout) ~= "number" or timeout < 0 then fail(fn, "timeout", "must be a non-negative number") end
-  if type(interval) ~= "number" or interval <= 0 then fail(fn, "interval", "must be a positive number") end
+  -- v ~= v: NaN passes every comparison, and would make the wait endless.
+  if type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout then
+    fail(fn, "timeout", "must be a non-negative number")
+  end
+  if type(interval) ~= "number" or interval <= 0 or interval ~= interval then
+    fail(fn, "interval", "must be a positive number")
+  end
   if on_state ~= nil and type(on_state) ~= "function" then fail(fn, "on_state", "must be a function") end
+  local poll = {}
+  for _, name in ipairs(POLL_OPTIONS) do poll[name] = opts[name] end
 
   local deadline = core.now() + timeout
   local last_state
@@ -331,7 +336,7 @@ local function wait_trained(state, voice, opts)
   while true do
     if not current then
       local err
-      current, err = get(state, id, token and { cancel = token } or nil)
+      current, err = get(state, id, poll)
       if not current then return nil, err end
     end
     if current.state ~= last_state then
