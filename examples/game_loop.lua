@@ -13,11 +13,15 @@ local game = { frame = 0, line = nil }
 
 local function load()
   game.speech = fish.spawn(function()
-    return fish.convert{ text = "Welcome, traveller. The gate opens at dawn.", reference_id = os.getenv("FISH_VOICE_ID"), out = out }
+    return fish.convert{
+      text = "Welcome, traveller. The gate opens at dawn.",
+      reference_id = os.getenv("FISH_VOICE_ID"),
+      out = out,
+    }
   end)
 end
 
-local function update(dt)
+local function update(dt) -- luacheck: ignore 212 (a real game would use dt)
   game.frame = game.frame + 1
   fish.step(0) -- move transfers along; returns at once
   -- A finished task hands back what convert returned: path, size on

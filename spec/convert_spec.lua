@@ -34,7 +34,7 @@ describe("fish.convert", function()
   describe("speaks", function()
     it("returns WAV audio for a one-shot clone from reference bytes", function()
       local ref = read_file(REFERENCE_WAV)
-      local audio, msg, err = client.convert({
+      local audio, _, err = client.convert({
         text = "Hello there",
         format = "wav",
         references = { { audio = ref, text = "a reference" } },
@@ -89,7 +89,7 @@ describe("fish.convert", function()
     it("leaves no file when the call fails mid-body", function()
       local target = dir .. "/broken.wav"
       srv:fault("/v1/tts", { reset = "mid_body", after_bytes = 20000 })
-      local path, msg, err = client.convert({ text = string.rep("long text ", 30), format = "wav", out = target })
+      local path, _, err = client.convert({ text = string.rep("long text ", 30), format = "wav", out = target })
       assert.is_nil(path)
       assert.equal("network", err.kind)
       assert.same({}, files_like(dir, "broken.wav"))
@@ -99,7 +99,7 @@ describe("fish.convert", function()
       local target = dir .. "/keep.wav"
       write_file(target, "old audio")
       srv:fault("/v1/tts", { reset = "mid_body", after_bytes = 20000 })
-      local path, msg, err = client.convert({ text = string.rep("long text ", 30), format = "wav", out = target })
+      local path, _, err = client.convert({ text = string.rep("long text ", 30), format = "wav", out = target })
       assert.is_nil(path)
       assert.is_not_nil(err)
       assert.equal("old audio", read_file(target))
@@ -243,7 +243,7 @@ describe("fish.convert", function()
         { { text = "x", temperature = "hot" }, "field 'temperature' must be a number" },
         { { text = "x", references = { { audio = 1, text = "t" } } }, "field 'references%[1%]%.audio' must be bytes" },
         { { text = "x", references = { { audio = "a" } } }, "field 'references%[1%]%.text'" },
-        { { text = "x", prosody = { speed = "fast" } }, "field 'prosody.speed' must be a number" },
+        { { text = "x", prosody = { speed = "fast" } }, "field 'prosody.speed' must be a finite number" },
         { { text = "x", on_chunk = "f" }, "field 'on_chunk' must be a function" },
         { { text = "x", model = 3 }, "field 'model' must be a string" },
       }
@@ -259,7 +259,7 @@ describe("fish.convert", function()
     it("returns an auth error for a wrong key, with the body and no key in tostring", function()
       local secret = "wrong-key-" .. ("s3cr3t"):rep(3)
       local bad = fish.new({ api_key = secret, base_url = srv.url })
-      local audio, msg, err = bad.convert({ text = "Hi" })
+      local audio, _, err = bad.convert({ text = "Hi" })
       assert.is_nil(audio)
       assert.equal("auth", err.kind)
       assert.equal(401, err.status)
@@ -273,7 +273,7 @@ describe("fish.convert", function()
     end)
 
     it("parses a 422 validation list into the message", function()
-      local audio, msg, err = client.convert({ text = "Hi", temperature = 5 })
+      local audio, _, err = client.convert({ text = "Hi", temperature = 5 })
       assert.is_nil(audio)
       assert.equal("http", err.kind)
       assert.equal(422, err.status)
@@ -282,7 +282,7 @@ describe("fish.convert", function()
     end)
 
     it("parses a JSON {status, message} body", function()
-      local audio, msg, err = client.convert({ text = "Hi", reference_id = "no-such-voice" })
+      local audio, _, err = client.convert({ text = "Hi", reference_id = "no-such-voice" })
       assert.is_nil(audio)
       assert.equal(400, err.status)
       assert.equal("http", err.kind)
@@ -292,7 +292,7 @@ describe("fish.convert", function()
 
     it("returns a network error when the connection is refused", function()
       local dead = fish.new({ api_key = "k", base_url = "http://127.0.0.1:1", retries = 0 })
-      local audio, msg, err = dead.convert({ text = "Hi" })
+      local audio, _, err = dead.convert({ text = "Hi" })
       assert.is_nil(audio)
       assert.equal("network", err.kind)
       assert.equal("connect", err.cause)
@@ -301,7 +301,7 @@ describe("fish.convert", function()
 
     it("returns a timeout error when no response comes in time", function()
       srv:fault("/v1/tts", { slow_headers = 3 })
-      local audio, msg, err = client.convert({ text = "Hi", first_byte_timeout = 0.5 })
+      local audio, _, err = client.convert({ text = "Hi", first_byte_timeout = 0.5 })
       assert.is_nil(audio)
       assert.equal("timeout", err.kind)
       assert.equal("first_byte", err.timeout)
@@ -309,7 +309,7 @@ describe("fish.convert", function()
 
     it("treats a 200 with an empty body as an error", function()
       srv:fault("/v1/tts", { empty_body = true })
-      local audio, msg, err = client.convert({ text = "Hi" })
+      local audio, _, err = client.convert({ text = "Hi" })
       assert.is_nil(audio)
       assert.equal("invalid_response", err.kind)
       assert.equal(200, err.status)

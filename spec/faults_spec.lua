@@ -6,7 +6,7 @@ local fish = require("fish")
 local core = require("fish.core")
 local server = require("support.server")
 local files = require("support.files")
-local run, mkdtemp, entries = files.capture, files.tmpdir, files.entries
+local mkdtemp, entries = files.tmpdir, files.entries
 
 local LONG_TEXT = string.rep("A sentence of audio. ", 3) -- about 3 s of audio, 260 KB of WAV
 
@@ -256,7 +256,7 @@ describe("faults", function()
       -- first-byte limit of 0.3 s that a later stall must not trigger.
       srv:fault("/v1/tts", { pause_after_first = 0.35, stall_body = 0.35, after_bytes = 100000 })
       local chunks = 0
-      local bytes, msg, err = client.convert({
+      local bytes, _, err = client.convert({
         text = LONG_TEXT, format = "wav", idle_timeout = 0.5, first_byte_timeout = 0.3,
         on_chunk = function() chunks = chunks + 1 end,
       })
@@ -340,7 +340,7 @@ describe("faults", function()
 
     it("422 with integer list indexes in loc, as FastAPI sends them", function()
       srv:fault("/v1/tts", { status = 422, body = '[{"loc": ["body", "references", 0, "audio"], "msg": "bad"}]' })
-      local _, msg, err = client.convert({ text = "loc", format = "pcm" })
+      local _, _, err = client.convert({ text = "loc", format = "pcm" })
       assert_error(err, "http", 422)
       assert.equal("body.references.0.audio: bad", err.message)
     end)
@@ -411,14 +411,14 @@ describe("faults", function()
 
     it("JSON nulls and nested messages in an error body", function()
       srv:fault("/v1/tts", { status = 500, body = '{"message": null, "detail": "Backend busy", "reason": null}' })
-      local _, msg, err = client.convert({ text = "nulls", format = "pcm" })
+      local _, _, err = client.convert({ text = "nulls", format = "pcm" })
       assert_error(err, "server", 500)
       assert.equal("Backend busy", err.message)
       assert.is_nil(err.json.message)
       assert.is_nil(err.json.reason)
 
       srv:fault("/v1/tts", { status = 400, body = { message = { code = "E42", text = "nested" } } })
-      _, msg, err = client.convert({ text = "nested", format = "pcm" })
+      _, _, err = client.convert({ text = "nested", format = "pcm" })
       assert_error(err, "http", 400)
       assert.matches('"code":"E42"', err.message)
       assert.is_nil(err.message:find("table: ", 1, true))
@@ -476,7 +476,7 @@ describe("faults", function()
 
     it("200 with invalid JSON from GET /model/{id}: invalid_response", function()
       srv:fault("/model/seed-voice-1", { bad_json = true })
-      local voice, msg, err = client.voices.get("seed-voice-1")
+      local voice, _, err = client.voices.get("seed-voice-1")
       assert.is_nil(voice)
       assert_error(err, "invalid_response", 200)
       assert.equal('{"_id": "x", "state": ', err.body)
@@ -487,7 +487,7 @@ describe("faults", function()
 
     it("200 with invalid JSON from GET /model: invalid_response", function()
       srv:fault("/model", { bad_json = true }, { method = "GET" })
-      local page, msg, err = client.voices.list({})
+      local page, _, err = client.voices.list({})
       assert.is_nil(page)
       assert_error(err, "invalid_response", 200)
       page = assert(client.voices.list({}))

@@ -9,7 +9,7 @@ local base_url = os.getenv("FISH_LIVE_BASE_URL") or "https://api.fish.audio"
 local function reachable()
   if not key or key == "" then return false, "FISH_API_KEY is not set" end
   local client = fish.new({ api_key = key, base_url = base_url, retries = 0, connect_timeout = 5, first_byte_timeout = 15 })
-  local credit, msg, err = client.account.credits()
+  local credit, _, err = client.account.credits()
   client.close()
   if not credit and (err.kind == "network" or err.kind == "timeout") then
     return false, base_url .. " did not answer (" .. tostring(err) .. ")"
@@ -27,7 +27,7 @@ describe("the live Fish Audio API", function()
   local client = fish.new({ api_key = key, base_url = base_url, model = "s2.1-pro-free" })
 
   it("speaks a short sentence as MP3", function()
-    local audio, msg, err = client.convert({ text = "Hello from the fish Lua SDK.", format = "mp3" })
+    local audio, _, err = client.convert({ text = "Hello from the fish Lua SDK.", format = "mp3" })
     assert.is_nil(err)
     assert.is_true(#audio > 1000)
   end)

@@ -112,7 +112,7 @@ describe("fish tasks", function()
     end)
     local seen
     fish.spawn(function()
-      local ok, err = pcall(failing.wait, failing)
+      local ok, err = fish.pcall(failing.wait, failing)
       seen = { ok, err }
     end)
     fish.run()
@@ -341,7 +341,7 @@ describe("cancellation and cleanup", function()
     assert(coroutine.resume(co))
     assert.equal("suspended", coroutine.status(co))
     assert.equal(before + 1, loop.engine():count())
-    co = nil
+    co = nil -- luacheck: ignore 311 (dropping the only reference is the point)
     collectgarbage()
     collectgarbage()
     assert.equal(before, loop.engine():count())

@@ -70,7 +70,7 @@ describe("fish.voices", function()
   local function make_voice(title, extra)
     local args = { title = title, voices = { SAMPLE } }
     for k, v in pairs(extra or {}) do args[k] = v end
-    local voice, msg, err = client.voices.create(args)
+    local voice, _, err = client.voices.create(args)
     assert(voice, tostring(err))
     return voice
   end
@@ -96,7 +96,7 @@ describe("fish.voices", function()
   describe("create", function()
     it("sends every field as its own part, lists as repeated parts, in order", function()
       local wav = read_file(REFERENCE_WAV)
-      local voice, msg, err = client.voices.create({
+      local voice, _, err = client.voices.create({
         title = "Full voice, with a comma",
         description = "Two samples & a cover",
         visibility = "public",
@@ -158,13 +158,13 @@ describe("fish.voices", function()
     end)
 
     it("names file parts by basename, or upload for bytes, typed by extension", function()
-      local files = {
+      local cases = {
         { "a.mp3", "audio/mpeg" }, { "b.M4A", "audio/mp4" }, { "c.mp4", "audio/mp4" },
         { "d.ogg", "audio/ogg" }, { "e.opus", "audio/ogg" }, { "f.flac", "application/octet-stream" },
         { "noext", "application/octet-stream" }, { "g.wav", "audio/wav" },
       }
       local sources = {}
-      for i, f in ipairs(files) do
+      for i, f in ipairs(cases) do
         local path = dir .. "/" .. f[1]
         write_file(path, ("sample %d \0\255"):format(i))
         sources[i] = fish.file(path)
@@ -175,8 +175,8 @@ describe("fish.voices", function()
       for _, p in ipairs(parts) do
         if p.filename then file_parts[#file_parts + 1] = p end
       end
-      assert.equal(#files + 1, #file_parts)
-      for i, f in ipairs(files) do
+      assert.equal(#cases + 1, #file_parts)
+      for i, f in ipairs(cases) do
         assert.equal("voices", file_parts[i].name)
         assert.equal(f[1], file_parts[i].filename)
         assert.equal(f[2], file_parts[i].content_type)
@@ -273,7 +273,7 @@ describe("fish.voices", function()
         { { title = "t", voices = { fish.file(empty) } }, "Uploaded voice file is empty" },
       }
       for _, case in ipairs(cases) do
-        local voice, msg, err = client.voices.create(case[1])
+        local voice, _, err = client.voices.create(case[1])
         assert.is_nil(voice)
         assert.is_true(fish.is_error(err))
         assert.equal("http", err.kind)
@@ -345,11 +345,11 @@ describe("fish.voices", function()
         assert.equal(404, err.status)
         assert.matches("HTTP 404", tostring(err))
       end
-      local ok, msg, err = client.voices.update("seed-voice-1", { title = "mine now" })
+      local ok, _, err = client.voices.update("seed-voice-1", { title = "mine now" })
       assert.is_nil(ok)
       assert.equal("permission", err.kind)
       assert.equal(403, err.status)
-      ok, msg, err = client.voices.delete("seed-voice-1")
+      ok, _, err = client.voices.delete("seed-voice-1")
       assert.is_nil(ok)
       assert.equal("permission", err.kind)
     end)
@@ -415,7 +415,7 @@ describe("fish.voices", function()
 
     it("returns the server's 422 for an update it refuses", function()
       local voice = make_voice("Keep")
-      local ok, msg, err = client.voices.update(voice.id, { title = "" })
+      local ok, _, err = client.voices.update(voice.id, { title = "" })
       assert.is_nil(ok)
       assert.equal("http", err.kind)
       assert.equal(422, err.status)
@@ -428,10 +428,10 @@ describe("fish.voices", function()
       assert.is_true(client.voices.delete(voice))
       local sent = srv:last_request("/model/" .. voice.id)
       assert.equal("DELETE", sent.method)
-      local got, msg, err = client.voices.get(voice.id)
+      local got, _, err = client.voices.get(voice.id)
       assert.is_nil(got)
       assert.equal("not_found", err.kind)
-      local ok, msg2, err2 = client.voices.delete(voice.id)
+      local ok, _, err2 = client.voices.delete(voice.id)
       assert.is_nil(ok)
       assert.equal("not_found", err2.kind)
     end)
@@ -550,7 +550,7 @@ describe("fish.voices", function()
     end)
 
     it("returns the server's 422 for a page size it refuses", function()
-      local page, msg, err = client.voices.list({ page_size = 101 })
+      local page, _, err = client.voices.list({ page_size = 101 })
       assert.is_nil(page)
       assert.equal("http", err.kind)
       assert.equal(422, err.status)
@@ -691,7 +691,7 @@ describe("fish.voices", function()
       assert.equal("created", voice.state)
       local states, voices_seen = {}, {}
       local started = core.now()
-      local trained, msg, err = client.voices.wait_trained(voice, {
+      local trained, _, err = client.voices.wait_trained(voice, {
         interval = 0.05,
         timeout = 10,
         on_state = function(state, v)
@@ -770,7 +770,7 @@ describe("fish.voices", function()
       srv:config({ train_delay = 60 })
       local voice = make_voice("Slow")
       local started = core.now()
-      local trained, msg, err = client.voices.wait_trained(voice.id, { timeout = 0.3, interval = 0.1 })
+      local trained, _, err = client.voices.wait_trained(voice.id, { timeout = 0.3, interval = 0.1 })
       local elapsed = core.now() - started
       assert.is_nil(trained)
       assert.equal("timeout", err.kind)
@@ -786,7 +786,7 @@ describe("fish.voices", function()
       local stuck = make_voice("Stuck")
       srv:fault("/model/" .. stuck.id, { status = 200, body = { _id = stuck.id, state = "training" } },
         { method = "GET", times = 100 })
-      trained, msg, err = client.voices.wait_trained(stuck, { timeout = 0.3, interval = 0.05 })
+      trained, _, err = client.voices.wait_trained(stuck, { timeout = 0.3, interval = 0.05 })
       assert.is_nil(trained)
       assert.equal("timeout", err.kind)
       assert.equal("training", err.state)
@@ -796,7 +796,7 @@ describe("fish.voices", function()
     it("polls every 5 s by default", function()
       srv:config({ train_delay = 60 })
       local voice = make_voice("Default interval")
-      local trained, msg, err = client.voices.wait_trained(voice.id, { timeout = 0.4 * SCALE })
+      local trained, _, err = client.voices.wait_trained(voice.id, { timeout = 0.4 * SCALE })
       assert.is_nil(trained)
       assert.equal("timeout", err.kind)
       -- One poll at the start, then one when the 0.4 s (less than 5 s) ran out.
@@ -804,7 +804,7 @@ describe("fish.voices", function()
     end)
 
     it("returns the error of a failing poll", function()
-      local trained, msg, err = client.voices.wait_trained("no-such-voice", { interval = 0.05, timeout = 1 })
+      local trained, _, err = client.voices.wait_trained("no-such-voice", { interval = 0.05, timeout = 1 })
       assert.is_nil(trained)
       assert.equal("not_found", err.kind)
       assert.equal(1, #srv:requests_for("GET", "/model/no-such-voice"))
@@ -833,7 +833,7 @@ describe("fish.voices", function()
     it("speaks in a voice the server trained, and not before", function()
       srv:config({ train_delay = 0.3 * SCALE })
       local voice = make_voice("Speaker")
-      local audio, msg, err = client.convert({ text = "Too early", reference_id = voice.id, format = "pcm" })
+      local audio, _, err = client.convert({ text = "Too early", reference_id = voice.id, format = "pcm" })
       assert.is_nil(audio)
       assert.equal(400, err.status)
       assert.matches("not ready", err.message)
@@ -844,14 +844,14 @@ describe("fish.voices", function()
     end)
 
     it("is refused for an unknown or deleted voice", function()
-      local audio, msg, err = client.convert({ text = "Hi", reference_id = "no-such-voice" })
+      local audio, _, err = client.convert({ text = "Hi", reference_id = "no-such-voice" })
       assert.is_nil(audio)
       assert.is_true(fish.is_error(err))
       assert.equal(400, err.status)
       assert.matches("Reference not found", err.message)
       local voice = make_voice("Gone")
       assert.is_true(client.voices.delete(voice.id))
-      audio, msg, err = client.convert({ text = "Hi", reference_id = voice.id })
+      audio, _, err = client.convert({ text = "Hi", reference_id = voice.id })
       assert.is_nil(audio)
       assert.matches("Reference not found", err.message)
     end)
@@ -892,7 +892,7 @@ describe("fish.voices", function()
 
     it("refuses a list answer without items", function()
       srv:fault("/model", { status = 200, body = { total = 3 } }, { method = "GET" })
-      local page, msg, err = client.voices.list()
+      local page, _, err = client.voices.list()
       assert.is_nil(page)
       assert.equal("invalid_response", err.kind)
     end)

@@ -16,18 +16,26 @@ client.VERSION = "0.1.0"
 client.DEFAULT_BASE_URL = "https://api.fish.audio"
 client.DEFAULT_MODEL = "s2-pro"
 
-local DEFAULTS = {
-  connect_timeout = 10,
-  first_byte_timeout = 120, -- generation of a long text can take a while
-  idle_timeout = 60, -- a steady stream is never cut: this only catches stalls
-  timeout = nil, -- no total limit unless asked
-  retries = 2,
+-- Time limits, in seconds, by option name and by the name of the limit in
+-- error objects (err.timeout). One list drives the checks of fish.new and of
+-- every call, so both say the same. 0 means "no limit" for each of them,
+-- libcurl's own convention.
+local LIMITS = {
+  { "connect_timeout", "connect", 10 },
+  { "first_byte_timeout", "first_byte", 120 }, -- generating a long text takes a while
+  { "idle_timeout", "idle", 60 }, -- a steady stream is never cut: this only catches stalls
+  { "timeout", "total", 0 }, -- no limit on the whole call unless asked
 }
+local DEFAULT_RETRIES = 2
 
 local OPTIONS = {
   "api_key", "base_url", "model", "timeout", "connect_timeout", "first_byte_timeout",
-  "idle_timeout", "user_agent", "retries", "pause", "ca_file", "insecure", "headers",
+  "idle_timeout", "user_agent", "retries", "pause", "ca_file", "insecure", "headers", "proxy",
+  "max_json_bytes",
 }
+-- JSON answers (voices, ASR, account) are small; a body past this is not
+-- one the API sends, and reading on would only fill memory.
+local DEFAULT_MAX_JSON_BYTES = 16 * 1024 * 1024
 local KNOWN_OPTIONS = {}
 for _, name in ipairs(OPTIONS) do KNOWN_OPTIONS[name] = true end
 
@@ -44,29 +52,78 @@ local function is_loopback(host)
   return host == "localhost" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil or host == "::1"
 end
 
-local function check_base_url(url, has_key, insecure)
-  local scheme, authority = url:match("^(https?)://([^/?#]*)")
-  if not scheme or authority == "" then
-    util.raise("fish.new: option 'base_url' must start with http:// or https:// and a host, got " .. url)
+-- The base URL, normalised (scheme and host in lower case, no trailing
+-- slash), with its scheme and host. API paths are appended to it, so a
+-- query or fragment would end up in the wrong place, and a space or a
+-- control character would make a URL libcurl reads differently.
+local function parse_base_url(url)
+  local function refuse(why) util.raise("fish.new: option 'base_url' " .. why .. ", got " .. ("%q"):format(url)) end
+  if url:find("[%s%c]") then refuse("must not contain spaces or control characters") end
+  local scheme, authority, path = url:match("^(%a[%w+.-]*)://([^/?#]*)(.*)$")
+  scheme = scheme and scheme:lower()
+  if (scheme ~= "http" and scheme ~= "https") or authority == "" then
+    refuse("must start with http:// or https:// and a host")
   end
+  if path:find("[?#]") then refuse("must not contain a query ('?') or a fragment ('#')") end
   -- Credentials in the URL would travel with every request, and
   -- "http://127.0.0.1:1@example.com" would pass for loopback while going
   -- to example.com: refuse userinfo outright.
-  if authority:find("@", 1, true) then
-    util.raise("fish.new: option 'base_url' must not contain user information ('@')")
-  end
+  if authority:find("@", 1, true) then refuse("must not contain user information ('@')") end
+  authority = authority:lower()
   local host = authority:match("^%[(.-)%]") or authority:match("^[^:]*")
-  if scheme == "http" and has_key and not is_loopback(host) and not insecure then
-    util.raise("fish.new: refusing to send the API key over plain http to " .. host ..
-      " (use https, or pass insecure = true)")
-  end
-  return (url:gsub("/+$", ""))
+  return scheme .. "://" .. authority .. path:gsub("/+$", ""), scheme, host
 end
 
-local function check_number(name, v)
-  if v ~= nil and (type(v) ~= "number" or v < 0) then
-    util.raise(("fish.new: option '%s' must be a non-negative number"):format(name))
+-- Does NO_PROXY name this host? Entries are host names (a leading dot, or
+-- none, also covers subdomains), optionally with a port, or "*".
+local function no_proxy_matches(list, host)
+  for entry in (list or ""):gmatch("[^,%s]+") do
+    entry = entry:lower():gsub(":%d+$", ""):gsub("^%.", "")
+    if entry == "*" or host == entry or host:sub(-(#entry + 1)) == "." .. entry then return true end
   end
+  return false
+end
+
+-- The proxy of a client's requests, decided here once and always handed to
+-- libcurl explicitly ("" = none), so libcurl never picks one from the
+-- environment by itself:
+--   * loopback is never proxied;
+--   * plain http is never proxied: the proxy would read the key in clear. An
+--     explicit `proxy` for a plain-http base URL is refused;
+--   * https uses `proxy`, else https_proxy / HTTPS_PROXY / all_proxy /
+--     ALL_PROXY unless no_proxy / NO_PROXY names the host. libcurl reaches an
+--     https server through a CONNECT tunnel, so the proxy sees only TLS.
+-- proxy = false turns proxies off whatever the environment says.
+local function choose_proxy(option, scheme, host)
+  if option ~= nil and option ~= false then
+    if type(option) ~= "string" or option == "" then
+      util.raise("fish.new: option 'proxy' must be a proxy URL string, or false for none")
+    end
+    util.check_header_value("fish.new", "option 'proxy'", option)
+  end
+  if option == false or is_loopback(host) then return "" end
+  if scheme == "http" then
+    if option then
+      util.raise("fish.new: option 'proxy' needs an https base_url: over plain http the proxy would read the API key")
+    end
+    return ""
+  end
+  if option then return option end
+  if no_proxy_matches(os.getenv("no_proxy") or os.getenv("NO_PROXY"), host) then return "" end
+  return os.getenv("https_proxy") or os.getenv("HTTPS_PROXY") or os.getenv("all_proxy") or os.getenv("ALL_PROXY") or ""
+end
+
+local function check_limit(fn, name, v)
+  local seconds = util.check_seconds(fn, ("option '%s'"):format(name), v)
+  if seconds == 0 then return false end
+  return seconds
+end
+
+local function check_retries(fn, v)
+  if not util.is_integer(v) or v < 0 then
+    util.raise(("%s: option 'retries' must be a whole number >= 0, got %s"):format(fn, tostring(v)))
+  end
+  return v
 end
 
 -- ---- the private state behind a client ----------------------------------------
@@ -82,27 +139,23 @@ function State:check_open(fn)
   if self.closed then util.raise(fn .. ": this client is closed") end
 end
 
--- Per-call overrides of retries and timeouts, over the client's settings.
-function State:call_settings(args)
-  local function pick(name)
-    local v = args[name]
-    if v == nil then return self[name] end
-    if type(v) ~= "number" or v < 0 then
-      util.raise(("fish: option '%s' must be a non-negative number"):format(name))
-    end
-    return v
-  end
-  local retries = pick("retries")
-  if not util.is_integer(retries) then util.raise("fish: option 'retries' must be a whole number") end
+-- This call's retries, cancel token and time limits ({ connect =,
+-- first_byte =, idle =, total = }, nil where there is none): the client's,
+-- overridden by the call's options.
+function State:call_settings(args, fn)
+  local retries = self.retries
+  if args.retries ~= nil then retries = check_retries(fn, args.retries) end
   if args.cancel ~= nil and not loop.is_token(args.cancel) then
-    util.raise("fish: option 'cancel' must be a fish.cancel_token()")
+    util.raise(fn .. ": option 'cancel' must be a fish.cancel_token()")
   end
-  return retries, args.cancel, {
-    connect = pick("connect_timeout"),
-    first_byte = pick("first_byte_timeout"),
-    idle = pick("idle_timeout"),
-    total = pick("timeout"),
-  }
+  local limits = {}
+  for _, limit in ipairs(LIMITS) do
+    local name, key = limit[1], limit[2]
+    local v = self.limits[key]
+    if args[name] ~= nil then v = check_limit(fn, name, args[name]) end
+    limits[key] = v or nil
+  end
+  return retries, args.cancel, limits
 end
 
 -- The header lines of one call: fish's own, then the client's extra
@@ -131,7 +184,7 @@ end
 -- cancel, and the extra headers, query parameters and api_key of this call.
 function State:send(spec, args, fn)
   args = args or {}
-  local retries, token, limits = self:call_settings(args)
+  local retries, token, limits = self:call_settings(args, fn)
   local api_key = self.api_key
   if args.api_key ~= nil then
     api_key = util.check_header_value(fn, "option 'api_key'", args.api_key)
@@ -144,29 +197,39 @@ function State:send(spec, args, fn)
     if extra ~= "" then query = query ~= "" and (query .. "&" .. extra) or extra end
   end
   spec.url = self.base_url .. spec.path .. (query ~= "" and ("?" .. query) or "")
+  -- libcurl refuses URLs over 8 MiB with a bare "malformed": say which call
+  -- and how long, before anything is sent.
+  if #spec.url > 8 * 1024 * 1024 then
+    util.raise(("%s: the request URL would be %d bytes, over libcurl's limit of 8 MiB: shorten the "
+      .. "parameters (a filter such as 'title', or 'query')"):format(fn, #spec.url))
+  end
   spec.headers = self:headers(api_key, call_headers, spec.headers)
   -- Every key this call knows of is redacted from what it reports.
   spec.secrets = { api_key, self.api_key }
   spec.retries = retries
   spec.limits = limits
   spec.cancel = token
+  spec.proxy = self.proxy
   return http.send(self, spec)
 end
 
 -- A call whose 2xx answer is JSON: returns the decoded value, or nil, err.
+-- The answer is capped (max_json_bytes): an endless body must not grow
+-- without bound.
 function State:send_json(spec, args, fn)
+  spec.max_bytes = self.max_json_bytes
   local response, err = self:send(spec, args, fn)
   if not response then return nil, err end
   if response.body == "" and spec.allow_empty then return true end
   local decoded = json.decode(response.body)
   if decoded == nil then
-    return nil, errors.new({
+    return nil, errors.redact(errors.new({
       kind = "invalid_response",
       status = response.status,
       message = "the server's answer is not valid JSON",
       body = response.body,
       attempts = response.attempts,
-    })
+    }), spec.secrets)
   end
   return decoded
 end
@@ -197,6 +260,7 @@ local function convert(state, args)
     body = tts.encode(args),
     out = args.out,
     on_chunk = args.on_chunk,
+    max_bytes = args.max_bytes,
     expect_body = true,
   }, args, "fish.convert")
   if not response then return nil, err end
@@ -225,9 +289,12 @@ end
 -- Bind a function to the state so that both client.f(args) and
 -- client:f(args) (owner = the table it hangs on) work; the dot form is the
 -- documented one. `name` is the public name, for error messages.
-local function bind(owner, state, fn, name)
+local function bind(public, owner, state, fn, name)
+  -- Every bound function refers to `public`, so a namespace or a call in
+  -- flight keeps its client alive: `local v = fish.new{...}.voices` must not
+  -- let the collector close the client under v.
   return function(first, ...)
-    if first == owner then return public_result(name, fn(state, ...)) end
+    if first == owner or first == public then return public_result(name, fn(state, ...)) end
     return public_result(name, fn(state, first, ...))
   end
 end
@@ -236,35 +303,61 @@ end
 local EXTENSIONS = { "fish.voices", "fish.asr", "fish.account" }
 
 function client.new(opts)
+  local fn = "fish.new"
   opts = opts or {}
-  util.check_table("fish.new", opts)
-  util.check_known("fish.new", opts, KNOWN_OPTIONS, OPTIONS)
+  util.check_table(fn, opts)
+  util.check_known(fn, opts, KNOWN_OPTIONS, OPTIONS)
   local api_key = opts.api_key
   if api_key == nil then api_key = os.getenv("FISH_API_KEY") end
-  if type(api_key) ~= "string" or api_key == "" then
-    util.raise("fish.new: no API key: pass api_key or set FISH_API_KEY")
+  if api_key ~= nil and type(api_key) ~= "string" then
+    util.raise(fn .. ": option 'api_key' must be a string, got " .. type(api_key))
   end
+  if api_key == nil or api_key == "" then util.raise(fn .. ": no API key: pass api_key or set FISH_API_KEY") end
+  util.check_header_value(fn, "option 'api_key'", api_key)
+
   local base_url = opts.base_url or os.getenv("FISH_BASE_URL") or client.DEFAULT_BASE_URL
-  if type(base_url) ~= "string" then util.raise("fish.new: option 'base_url' must be a string") end
-  base_url = check_base_url(base_url, true, opts.insecure)
+  if type(base_url) ~= "string" then util.raise(fn .. ": option 'base_url' must be a string") end
+  local scheme, host
+  base_url, scheme, host = parse_base_url(base_url)
+  if opts.insecure ~= nil and type(opts.insecure) ~= "boolean" then
+    util.raise(fn .. ": option 'insecure' must be true or false, got " .. tostring(opts.insecure))
+  end
+  if scheme == "http" and not is_loopback(host) and not opts.insecure then
+    util.raise(fn .. ": refusing to send the API key over plain http to " .. host ..
+      " (use https, or pass insecure = true)")
+  end
+
   local model = opts.model
   if model == nil then model = client.DEFAULT_MODEL end
-  if model ~= false and type(model) ~= "string" then
-    util.raise("fish.new: option 'model' must be a string, or false to send no model header")
+  if model ~= false then
+    if type(model) ~= "string" then
+      util.raise(fn .. ": option 'model' must be a string, or false to send no model header")
+    end
+    util.check_header_value(fn, "option 'model'", model)
   end
-  for _, name in ipairs({ "timeout", "connect_timeout", "first_byte_timeout", "idle_timeout", "retries" }) do
-    check_number(name, opts[name])
+  local limits = {}
+  for _, limit in ipairs(LIMITS) do
+    local v = opts[limit[1]]
+    if v == nil then v = limit[3] end
+    limits[limit[2]] = check_limit(fn, limit[1], v)
   end
-  if opts.retries ~= nil and not util.is_integer(opts.retries) then
-    util.raise("fish.new: option 'retries' must be a whole number")
-  end
+  local retries = DEFAULT_RETRIES
+  if opts.retries ~= nil then retries = check_retries(fn, opts.retries) end
   if opts.pause ~= nil and type(opts.pause) ~= "function" then
-    util.raise("fish.new: option 'pause' must be a function(seconds)")
+    util.raise(fn .. ": option 'pause' must be a function(seconds)")
   end
-  util.check_header_value("fish.new", "option 'api_key'", api_key)
-  if model then util.check_header_value("fish.new", "option 'model'", model) end
-  if opts.user_agent ~= nil then util.check_header_value("fish.new", "option 'user_agent'", opts.user_agent) end
-  local extra_headers = opts.headers ~= nil and util.header_lines("fish.new", opts.headers) or {}
+  if opts.user_agent ~= nil then util.check_header_value(fn, "option 'user_agent'", opts.user_agent) end
+  if opts.ca_file ~= nil then
+    if type(opts.ca_file) ~= "string" or opts.ca_file == "" then
+      util.raise(fn .. ": option 'ca_file' must be the path of a CA bundle (a string)")
+    end
+    util.check_header_value(fn, "option 'ca_file'", opts.ca_file)
+  end
+  local extra_headers = opts.headers ~= nil and util.header_lines(fn, opts.headers) or {}
+  local max_json_bytes = DEFAULT_MAX_JSON_BYTES
+  if opts.max_json_bytes ~= nil then
+    max_json_bytes = util.check_byte_count(fn, "max_json_bytes", opts.max_json_bytes)
+  end
 
   local state = setmetatable({
     api_key = api_key,
@@ -273,19 +366,21 @@ function client.new(opts)
     user_agent = opts.user_agent or default_user_agent(),
     pause = opts.pause,
     ca_file = opts.ca_file,
+    proxy = choose_proxy(opts.proxy, scheme, host),
     extra_headers = extra_headers,
+    limits = limits,
+    retries = retries,
+    max_json_bytes = max_json_bytes,
     requests = setmetatable({}, { __mode = "k" }),
     closed = false,
   }, State)
-  for name, value in pairs(DEFAULTS) do
-    if opts[name] ~= nil then state[name] = opts[name] else state[name] = value end
-  end
 
   local public = setmetatable({ base_url = base_url }, Client)
-  public.convert = bind(public, state, convert, "fish.convert")
+  local function bind_public(owner, st, f, name) return bind(public, owner, st, f, name) end
+  public.convert = bind_public(public, state, convert, "fish.convert")
   public.close = function() state:close() end
   public.closed = function() return state.closed end
-  for _, name in ipairs(EXTENSIONS) do require(name).install(public, state, bind) end
+  for _, name in ipairs(EXTENSIONS) do require(name).install(public, state, bind_public) end
   return public
 end
 

@@ -11,7 +11,7 @@ local errors = {}
 -- Every kind an error object can have; the API reference documents each.
 errors.KINDS = {
   "auth", "permission", "not_found", "rate_limit", "server", "http",
-  "network", "timeout", "canceled", "failed", "invalid_response", "io",
+  "network", "timeout", "canceled", "failed", "invalid_response", "too_large", "io", "resources",
 }
 
 local Error = {}
@@ -144,26 +144,65 @@ function errors.from_http(status, body, truncated)
   })
 end
 
--- Remove secrets from any text we are about to show. `secrets` is one key
--- or a list of them (a call's own api_key and its client's). With `cut`
--- (the text is the head of something longer, as a capped error body is), a
--- tail that starts a secret is removed too: a key split by the cap still leaks.
+-- The length of a copy of `secret` at text position i, where each byte may
+-- also be JSON-escaped (\u00XX, and \/ \\ \" for their characters), or nil.
+-- A server that echoes the key inside a JSON string may escape any of it.
+local ESCAPED = { [47] = "/", [92] = "\\", [34] = '"' }
+local function match_at(text, i, secret)
+  local j = i
+  for k = 1, #secret do
+    local want, got = secret:byte(k), text:byte(j)
+    if got == want then
+      j = j + 1
+    elseif got == 92 then
+      local after = text:sub(j + 1, j + 1)
+      local hex = after == "u" and text:sub(j + 2, j + 5) or nil
+      if hex and #hex == 4 and hex:find("^%x%x%x%x$") and tonumber(hex, 16) == want then
+        j = j + 6
+      elseif ESCAPED[want] and after == ESCAPED[want] then
+        j = j + 2
+      else
+        return nil
+      end
+    else
+      return nil
+    end
+  end
+  return j - i
+end
+
+local REDACTED = "<redacted>"
+
+-- Remove secrets from any text we are about to show, in plain or JSON-escaped
+-- form. `secrets` is one key or a list of them (a call's own api_key and its
+-- client's). With `cut` (the text is the head of something longer, as a
+-- capped error body is), a tail that starts a secret is removed too: a key
+-- split by the cap still leaks.
 function errors.scrub(text, secrets, cut)
   if type(text) ~= "string" then return text end
   if type(secrets) ~= "table" then secrets = { secrets } end
   for _, secret in ipairs(secrets) do
     if type(secret) == "string" and secret ~= "" then
-      local start = 1
-      while true do
-        local i, j = text:find(secret, start, true)
-        if not i then break end
-        text = text:sub(1, i - 1) .. "<redacted>" .. text:sub(j + 1)
-        start = i + #"<redacted>"
+      local out, i, first = {}, 1, secret:byte(1)
+      local from = 1
+      while i <= #text do
+        local b = text:byte(i)
+        local n = (b == first or b == 92) and match_at(text, i, secret) or nil
+        if n then
+          out[#out + 1] = text:sub(from, i - 1)
+          out[#out + 1] = REDACTED
+          i = i + n
+          from = i
+        else
+          i = i + 1
+        end
       end
+      out[#out + 1] = text:sub(from)
+      text = table.concat(out)
       if cut then
         for n = math.min(#secret - 1, #text), 4, -1 do
           if text:sub(-n) == secret:sub(1, n) then
-            text = text:sub(1, -n - 1) .. "<redacted>"
+            text = text:sub(1, -n - 1) .. REDACTED
             break
           end
         end
@@ -171,6 +210,43 @@ function errors.scrub(text, secrets, cut)
     end
   end
   return text
+end
+
+-- Every string in a decoded JSON value (keys too), scrubbed in place.
+local function scrub_value(value, secrets)
+  if type(value) == "string" then return errors.scrub(value, secrets) end
+  if type(value) ~= "table" then return value end
+  local renamed = {}
+  for k, v in pairs(value) do
+    value[k] = scrub_value(v, secrets)
+    if type(k) == "string" then
+      local clean = errors.scrub(k, secrets)
+      if clean ~= k then renamed[k] = clean end
+    end
+  end
+  for k, clean in pairs(renamed) do
+    value[clean], value[k] = value[k], nil
+  end
+  return value
+end
+
+-- Fields that carry outside text: what the server or libcurl said. The
+-- others (kind, call, cause, timeout...) are fish's own words.
+local OUTSIDE_FIELDS = { "message", "body", "json", "location" }
+
+-- The error with the secrets removed from every field that carries outside
+-- text, the decoded JSON body included: the one place errors are cleaned
+-- before they leave fish.
+function errors.redact(err, secrets)
+  if type(err) ~= "table" then return err end
+  for _, k in ipairs(OUTSIDE_FIELDS) do
+    if k == "body" then
+      err.body = errors.scrub(err.body, secrets, err.body_truncated)
+    else
+      err[k] = scrub_value(err[k], secrets)
+    end
+  end
+  return err
 end
 
 return errors

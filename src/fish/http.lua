@@ -74,27 +74,50 @@ local function transfer_error(request, failure, message, limits)
   if failure == "canceled" then
     local which = loop.expired(request)
     if which then
-      return errors.new({
-        kind = "timeout",
-        timeout = which,
-        message = TIMEOUT_MESSAGES[which]:format(limits[which]),
-      })
+      return errors.new({ kind = "timeout", timeout = which, message = TIMEOUT_MESSAGES[which]:format(limits[which]) })
     end
     return errors.new({ kind = "canceled", message = "the request was canceled" })
   end
   if failure == "connect_timeout" then
-    return errors.new({ kind = "timeout", timeout = "connect", message = TIMEOUT_MESSAGES.connect:format(limits.connect) })
+    local message_text = TIMEOUT_MESSAGES.connect:format(limits.connect)
+    return errors.new({ kind = "timeout", timeout = "connect", message = message_text })
   end
   if failure == "write" then return errors.new({ kind = "io", message = message }) end
+  if failure == "file_changed" then return errors.new({ kind = "io", cause = failure, message = message }) end
+  if failure == "too_large" or failure == "resources" then return errors.new({ kind = failure, message = message }) end
   return errors.new({ kind = "network", cause = failure, message = message })
 end
 
+-- Failures that may be tried again: nothing reached the server's handler,
+-- so nothing was generated or billed.
+local RETRYABLE_FAILURES = { connect = true, connect_timeout = true, network = true }
+
 -- Beside the target, so the final rename stays on one file system. The C
--- side creates it with O_EXCL, so a clash fails loudly instead of clobbering.
+-- side creates it with O_EXCL, so a clash fails loudly instead of clobbering,
+-- and removes it when the request is closed without a commit.
 local temp_counter = 0
 local function temp_path_for(out)
   temp_counter = temp_counter + 1
   return ("%s.%x-%d.part"):format(out, math.floor(core.now() * 1e6) % 0x7fffffff, temp_counter)
+end
+
+-- Wait for the request, feeding on_chunk as bytes arrive. Whatever raises
+-- on the way (on_chunk, a host's pause function) must not leave the
+-- transfer running and buffering: close the request, then raise again.
+-- loop.pcall lets on_chunk suspend its task on every ABI.
+local function await(client, spec, request)
+  local on_progress
+  if spec.on_chunk then
+    on_progress = function()
+      local bytes = request:take()
+      if bytes then spec.on_chunk(bytes) end
+    end
+  end
+  local ok, why = loop.pcall(loop.await, request, client.pause, on_progress)
+  if not ok then
+    request:close()
+    error(why, 0)
+  end
 end
 
 -- Run one attempt. Returns the finished request and, for `out`, the temp path.
@@ -114,27 +137,23 @@ local function attempt(client, spec, limits)
     mime = spec.mime,
     sink = sink,
     path = temp,
+    target = spec.out,
+    max_bytes = spec.max_bytes,
     connect_timeout = limits.connect,
     ca_file = client.ca_file,
+    proxy = spec.proxy or "",
+    proxy_tunnel = true,
   })
   client:_track(request)
   if spec.cancel then spec.cancel:watch(request) end
   loop.start(request, limits)
-  local on_progress
-  if spec.on_chunk then
-    on_progress = function()
-      local bytes = request:take()
-      if bytes then spec.on_chunk(bytes) end
-    end
-  end
-  loop.await(request, client.pause, on_progress)
+  await(client, spec, request)
   return request, temp
 end
 
 -- The outcome of a finished request: response, or nil plus error and
 -- whether trying again is safe.
-local function outcome(client, spec, request, temp, limits)
-  local function scrub(text, cut) return errors.scrub(text, spec.secrets, cut) end
+local function outcome(spec, request, temp, limits)
   local failure, message = request:result()
   local delivered, _, first_byte_at = request:progress()
   local status = request:status()
@@ -143,26 +162,25 @@ local function outcome(client, spec, request, temp, limits)
   -- the status says. None of its bytes reached the caller's sink.
   local broken_error_body = failure == "network" and status >= 300 and delivered == 0
   if failure and not broken_error_body then
-    local err = transfer_error(request, failure, scrub(message), limits)
+    local err = transfer_error(request, failure, message, limits)
     local before_response = first_byte_at == 0 and delivered == 0
-    local safe = before_response and (failure == "connect" or failure == "connect_timeout" or failure == "network")
-    return nil, err, safe
+    return nil, err, before_response and RETRYABLE_FAILURES[failure] == true
   end
   if status < 200 or status >= 300 then
     local body, truncated = request:error_body()
     truncated = truncated or broken_error_body
-    local err = errors.from_http(status, scrub(body, truncated), truncated)
-    err.message = scrub(err.message)
+    local err = errors.from_http(status, body, truncated)
     err.retry_after = http.parse_retry_after(request:header("Retry-After"))
       or http.parse_rate_limit_reset(request:header("X-RateLimit-Reset"))
     if status >= 300 and status < 400 then
-      err.location = scrub(request:header("Location"))
+      err.location = request:header("Location")
       err.message = err.message .. " (redirects are not followed)"
     end
     return nil, err, retryable_status(status)
   end
   if delivered == 0 and spec.expect_body then
-    return nil, errors.new({ kind = "invalid_response", status = status, message = "the server answered " .. status .. " with an empty body" }), false
+    local empty = ("the server answered %d with an empty body"):format(status)
+    return nil, errors.new({ kind = "invalid_response", status = status, message = empty }), false
   end
   return {
     status = status,
@@ -173,12 +191,18 @@ local function outcome(client, spec, request, temp, limits)
   }
 end
 
-local function discard(temp)
-  if temp then os.remove(temp) end
+-- Move a finished download into place. The request's commit renames its
+-- own temporary file; a request closed without one removes it.
+local function commit(request, spec, temp)
+  local ok, why
+  if request.commit then ok, why = request:commit(spec.out) else ok, why = os.rename(temp, spec.out) end -- TRANSITION
+  if ok then return true end
+  return nil, errors.new({ kind = "io", message = "cannot move the audio into place: " .. tostring(why) })
 end
 
 -- http.send(client, spec): spec = { method, url, headers, body | mime,
--- out | on_chunk, expect_body, retries, limits }.
+-- out | on_chunk, expect_body, max_bytes, retries, limits, cancel, proxy,
+-- secrets }. Every error it returns has had the call's keys redacted.
 function http.send(client, spec)
   local limits = spec.limits
   local attempts = (spec.retries or 0) + 1
@@ -195,20 +219,17 @@ function http.send(client, spec)
       break
     end
     local request, temp = attempt(client, spec, limits)
-    response, err, safe = outcome(client, spec, request, temp, limits)
+    response, err, safe = outcome(spec, request, temp, limits)
+    if response and spec.out then
+      local committed, why = commit(request, spec, temp)
+      if not committed then response, err, safe = nil, why, false end
+    end
     request:close()
+    if temp and not request.commit then os.remove(temp) end -- TRANSITION
     if response then
-      if spec.out then
-        local ok, why = os.rename(temp, spec.out)
-        if not ok then
-          discard(temp)
-          return nil, errors.new({ kind = "io", message = "cannot move audio into place: " .. tostring(why), attempts = n })
-        end
-      end
       response.attempts = n
       return response
     end
-    discard(temp)
     err.attempts = n
     if not safe or n == attempts then break end
     -- The back-off goes through the module table, so a spec can shorten it.
@@ -218,7 +239,7 @@ function http.send(client, spec)
       return client.closed or (spec.cancel ~= nil and spec.cancel.canceled)
     end, core.now() + wait, client.pause)
   end
-  return nil, err
+  return nil, errors.redact(err, spec.secrets)
 end
 
 http._backoff = backoff

@@ -36,7 +36,7 @@ local FIELDS = {
 }
 
 -- Options of fish.convert that shape the call rather than the body.
-tts.CALL_OPTIONS = { "model", "extra", "out", "on_chunk" }
+tts.CALL_OPTIONS = { "model", "extra", "out", "on_chunk", "max_bytes" }
 for _, name in ipairs(util.CALL_OPTIONS) do tts.CALL_OPTIONS[#tts.CALL_OPTIONS + 1] = name end
 
 local KNOWN, NAMES = {}, {}
@@ -77,6 +77,35 @@ local function check_reference(ref, where)
   end
   if ref.audio == "" then fail(where .. ".audio", "is empty") end
   if type(ref.text) ~= "string" then fail(where .. ".text", "must be the transcript of the audio (a string)") end
+  util.check_text(WHERE, where .. ".text", ref.text)
+end
+
+-- The length of a list field, which must be a proper sequence: ipairs
+-- stops at a hole and # may not, so a list with holes would be checked
+-- one way and written another.
+local function list_length(name, v)
+  return util.sequence_length(WHERE, name, v)
+end
+
+-- Values of `extra` go through the generic msgpack writer: only what it can
+-- write faithfully, checked here so that an error names the key.
+local function check_extra_value(name, v, depth)
+  local t = type(v)
+  if t == "string" or t == "boolean" then return end
+  if t == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then fail(name, "must be a finite number") end
+    return
+  end
+  if t ~= "table" then fail(name, "must be a string, number, boolean or table, got " .. t) end
+  if depth > 16 then fail(name, "nests too deeply") end
+  if v[1] ~= nil or next(v) == nil then
+    for i = 1, list_length(name, v) do check_extra_value(("%s[%d]"):format(name, i), v[i], depth + 1) end
+  else
+    for k, x in pairs(v) do
+      if type(k) ~= "string" then fail(name, "must use string keys (or be a list), found " .. tostring(k)) end
+      check_extra_value(name .. "." .. k, x, depth + 1)
+    end
+  end
 end
 
 -- references = { ref, ... } or, multi-speaker (S2 family), { { ref, ... }, ... }
@@ -88,12 +117,14 @@ local CHECKS = {
   text = function(name, v)
     if type(v) ~= "string" then fail(name, "must be a string") end
     if v == "" then fail(name, "must not be empty") end
+    util.check_text(WHERE, name, v)
   end,
   int = function(name, v)
-    if not util.is_integer(v) then fail(name, "must be an integer, got " .. tostring(v)) end
+    if not util.is_integer(v) then fail(name, "must be an integer that fits 64 bits, got " .. tostring(v)) end
   end,
   float = function(name, v)
     if type(v) ~= "number" then fail(name, "must be a number, got " .. type(v)) end
+    if v ~= v or v == math.huge or v == -math.huge then fail(name, "must be a finite number, got " .. tostring(v)) end
   end,
   bool = function(name, v)
     if type(v) ~= "boolean" then fail(name, "must be a boolean, got " .. type(v)) end
@@ -108,15 +139,16 @@ local CHECKS = {
   end,
   strings = function(name, v)
     if type(v) ~= "table" then fail(name, "must be a list of strings") end
-    for i, s in ipairs(v) do
-      if type(s) ~= "string" then fail(("%s[%d]"):format(name, i), "must be a string") end
+    for i = 1, list_length(name, v) do
+      if type(v[i]) ~= "string" then fail(("%s[%d]"):format(name, i), "must be a string") end
     end
   end,
   reference_id = function(name, v)
     if type(v) == "table" then
-      if #v == 0 then fail(name, "must not be an empty list") end
-      for i, id in ipairs(v) do
-        if type(id) ~= "string" then fail(("%s[%d]"):format(name, i), "must be a string") end
+      local n = list_length(name, v)
+      if n == 0 then fail(name, "must not be an empty list") end
+      for i = 1, n do
+        if type(v[i]) ~= "string" then fail(("%s[%d]"):format(name, i), "must be a string") end
       end
     elseif type(v) ~= "string" then
       fail(name, "must be a voice id string (or a list of them for multi-speaker)")
@@ -124,13 +156,15 @@ local CHECKS = {
   end,
   references = function(name, v)
     if type(v) ~= "table" then fail(name, "must be a list of { audio = ..., text = ... }") end
+    local n = list_length(name, v)
     if is_speaker_list(v) then
-      for i, speaker in ipairs(v) do
-        if type(speaker) ~= "table" then fail(("%s[%d]"):format(name, i), "must be a list of references") end
-        for j, ref in ipairs(speaker) do check_reference(ref, ("%s[%d][%d]"):format(name, i, j)) end
+      for i = 1, n do
+        local speaker, where = v[i], ("%s[%d]"):format(name, i)
+        if type(speaker) ~= "table" then fail(where, "must be a list of references") end
+        for j = 1, list_length(where, speaker) do check_reference(speaker[j], ("%s[%d]"):format(where, j)) end
       end
     else
-      for i, ref in ipairs(v) do check_reference(ref, ("%s[%d]"):format(name, i)) end
+      for i = 1, n do check_reference(v[i], ("%s[%d]"):format(name, i)) end
     end
   end,
   prosody = function(name, v)
@@ -141,8 +175,8 @@ local CHECKS = {
       end
       if k == "normalize_loudness" then
         if type(x) ~= "boolean" then fail(name .. "." .. k, "must be a boolean") end
-      elseif type(x) ~= "number" then
-        fail(name .. "." .. k, "must be a number")
+      elseif type(x) ~= "number" or x ~= x or x == math.huge or x == -math.huge then
+        fail(name .. "." .. k, "must be a finite number")
       end
     end
   end,
@@ -158,13 +192,16 @@ function tts.check(args)
   end
   if args.extra ~= nil then
     if type(args.extra) ~= "table" then fail("extra", "must be a table") end
-    for key in pairs(args.extra) do
-      if KNOWN[key] then fail("extra", "repeats the known field '" .. tostring(key) .. "': set it directly") end
+    for key, value in pairs(args.extra) do
+      if type(key) ~= "string" then fail("extra", "keys must be strings, found " .. tostring(key)) end
+      if KNOWN[key] then fail("extra", "repeats the known field '" .. key .. "': set it directly") end
+      check_extra_value("extra." .. key, value, 1)
     end
   end
   if args.out ~= nil and type(args.out) ~= "string" then fail("out", "must be a file path") end
   if args.on_chunk ~= nil and type(args.on_chunk) ~= "function" then fail("on_chunk", "must be a function") end
   if args.out and args.on_chunk then fail("out", "cannot be combined with on_chunk") end
+  if args.max_bytes ~= nil then util.check_byte_count(WHERE, "max_bytes", args.max_bytes) end
   if args.model ~= nil and args.model ~= false and type(args.model) ~= "string" then
     fail("model", "must be a string, or false to send no model header")
   end

@@ -22,10 +22,77 @@ function util.raise(message)
   error(message, level)
 end
 
+-- A whole number that fits a 64-bit integer (msgpack's and C's). 2^63 and
+-- math.huge are whole floats, but no integer type can hold them.
 function util.is_integer(v)
   if type(v) ~= "number" then return false end
-  if math.type then return math.type(v) == "integer" or v == math.floor(v) end
-  return v == math.floor(v) and v > -2 ^ 63 and v < 2 ^ 63
+  if math.type and math.type(v) == "integer" then return true end -- luacheck: ignore 143 (5.3+)
+  return v == math.floor(v) and v >= -2 ^ 63 and v < 2 ^ 63
+end
+
+-- The longest wait fish hands to C: 24 days, the most milliseconds a 32-bit
+-- long holds. Longer limits (math.huge included) mean "no limit" in practice.
+util.MAX_SECONDS = 2147483
+
+-- A number of seconds: a non-negative number, never NaN (NaN passes every
+-- comparison, so it would slip through `v < 0` and then never expire).
+-- Returns it clamped to MAX_SECONDS.
+function util.check_seconds(fn, what, v)
+  if type(v) ~= "number" or v ~= v or v < 0 then
+    util.raise(("%s: %s must be a non-negative number of seconds, got %s"):format(fn, what, tostring(v)))
+  end
+  if v > util.MAX_SECONDS then return util.MAX_SECONDS end
+  return v
+end
+
+-- A positive whole number of bytes, for size caps.
+function util.check_byte_count(fn, name, v)
+  if not util.is_integer(v) or v < 1 then
+    util.raise(("%s: option '%s' must be a whole number of bytes >= 1, got %s"):format(fn, name, tostring(v)))
+  end
+  return v
+end
+
+-- Valid UTF-8: the API decodes text as UTF-8 and answers a bad byte with an
+-- unhelpful "Could not parse msgpack body". Returns true, or false and the
+-- byte position of the first bad sequence. Overlong forms, surrogates and
+-- code points past U+10FFFF are bad, as in RFC 3629.
+function util.utf8_valid(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local need, low, high
+    low, high = 0x80, 0xBF
+    if c < 0x80 then
+      need = 0
+    elseif c >= 0xC2 and c <= 0xDF then
+      need = 1
+    elseif c >= 0xE0 and c <= 0xEF then
+      need = 2
+      if c == 0xE0 then low = 0xA0 elseif c == 0xED then high = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      need = 3
+      if c == 0xF0 then low = 0x90 elseif c == 0xF4 then high = 0x8F end
+    else
+      return false, i
+    end
+    for k = 1, need do
+      local b = s:byte(i + k)
+      if not b or b < (k == 1 and low or 0x80) or b > (k == 1 and high or 0xBF) then return false, i end
+    end
+    i = i + need + 1
+  end
+  return true
+end
+
+-- A text field: a string of valid UTF-8.
+function util.check_text(fn, field, v)
+  if type(v) ~= "string" then util.raise(("%s: field '%s' must be a string, got %s"):format(fn, field, type(v))) end
+  local ok, at = util.utf8_valid(v)
+  if not ok then
+    util.raise(("%s: field '%s' is not valid UTF-8 (bad byte at position %d)"):format(fn, field, at))
+  end
+  return v
 end
 
 -- The option table of a call: a table, or an error naming the function.
@@ -64,7 +131,8 @@ function util.check_known(fn, args, known, names)
   for key in pairs(args) do
     if not known[key] then
       local hint = type(key) == "string" and util.closest(key, names)
-      util.raise(("%s: unknown field '%s'%s"):format(fn, tostring(key), hint and (" (did you mean '" .. hint .. "'?)") or ""))
+      local did_you_mean = hint and (" (did you mean '" .. hint .. "'?)") or ""
+      util.raise(("%s: unknown field '%s'%s"):format(fn, tostring(key), did_you_mean))
     end
   end
 end

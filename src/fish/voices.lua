@@ -43,11 +43,13 @@ local function text_part(name, value)
   return { name = name, data = tostring(value) }
 end
 
+-- A string, or a proper list of strings (no holes: see util.sequence_length).
 local function string_list(fn, field, value)
   if type(value) == "string" then return { value } end
   if type(value) ~= "table" then fail(fn, field, "must be a string or a list of strings") end
-  for i, item in ipairs(value) do
-    if type(item) ~= "string" then fail(fn, ("%s[%d]"):format(field, i), "must be a string") end
+  for i = 1, util.sequence_length(fn, field, value) do
+    if type(value[i]) ~= "string" then fail(fn, ("%s[%d]"):format(field, i), "must be a string") end
+    util.check_text(fn, ("%s[%d]"):format(field, i), value[i])
   end
   return value
 end
@@ -59,6 +61,7 @@ local function check_string(fn, args, field, required)
     return
   end
   if type(v) ~= "string" or (required and v == "") then fail(fn, field, "must be a non-empty string") end
+  util.check_text(fn, field, v)
 end
 
 local function check_boolean(fn, args, field)
@@ -113,7 +116,7 @@ function voices.create_parts(args)
   check_visibility(fn, visibility)
   local samples = args.voices
   if file.is(samples) or type(samples) == "string" then samples = { samples } end
-  if type(samples) ~= "table" or #samples == 0 then
+  if type(samples) ~= "table" or util.sequence_length(fn, "voices", samples) == 0 then
     fail(fn, "voices", "needs at least one sample (bytes or fish.file(path))")
   end
   local texts = args.texts and string_list(fn, "texts", args.texts) or {}
@@ -259,12 +262,30 @@ local function list(state, args)
   local query = voices.list_query(args)
   local page, err = state:send_json({ method = "GET", path = "/model", query = query }, args, fn)
   if not page then return nil, err end
-  if type(page) ~= "table" or type(page.items) ~= "table" then
-    return nil, errors.new({ kind = "invalid_response", status = 200, message = "a voice list without items" })
+  local function invalid(message)
+    return nil, errors.new({ kind = "invalid_response", status = 200, message = message })
   end
-  for _, item in ipairs(page.items) do as_voice(item) end
+  if type(page) ~= "table" or type(page.items) ~= "table" then return invalid("a voice list without items") end
+  -- Every item must be a voice: a null or a bare value would reach the
+  -- caller's loop as something it cannot index.
+  local n = #page.items
+  for k in pairs(page.items) do
+    if type(k) ~= "number" or k < 1 or k > n or k ~= math.floor(k) then
+      return invalid("a voice list whose items are not a list")
+    end
+  end
+  for i = 1, n do
+    local item = page.items[i]
+    if type(item) ~= "table" or type(item._id) ~= "string" then
+      return invalid(("a voice list whose item %d is not a voice"):format(i))
+    end
+    as_voice(item)
+  end
   return page
 end
+
+-- The most pages `each` fetches (a million voices at the default size).
+voices.MAX_PAGES = 10000
 
 -- for voice in fish.voices.each{...} do ... end: every matching voice, page
 -- after page. A failed page fetch raises its error object (like io.lines).
@@ -278,17 +299,32 @@ local function each(state, args)
   voices.list_query(filters) -- check every field before the first request
   -- Voices on the pages before the first one fetched count towards `total`.
   local items, index, seen, done = {}, 0, (page_number - 1) * filters.page_size, false
+  local fetched, previous_first = 0, nil
+  local function raise(err)
+    -- Raise the error object, as io.lines raises: a loop cannot return
+    -- nil, message, err without ending as if the list were complete.
+    err.call = err.call or "fish.voices.each"
+    error(err, 0)
+  end
   return function()
     if index >= #items then
       if done then return nil end
       filters.page_number = page_number
       local page, err = list(state, filters)
-      if not page then
-        -- Raise the error object, as io.lines raises: a loop cannot return
-        -- nil, message, err without ending as if the list were complete.
-        err.call = err.call or "fish.voices.each"
-        error(err, 0)
+      if not page then raise(err) end
+      -- A server that ignores page_number, or never runs out of full pages,
+      -- must not keep this loop going forever.
+      fetched = fetched + 1
+      local first = page.items[1] and page.items[1]._id
+      if first ~= nil and first == previous_first then
+        raise(errors.new({ kind = "invalid_response", status = 200,
+          message = ("page %d repeats the voices of page %d"):format(page_number, page_number - 1) }))
       end
+      if fetched > voices.MAX_PAGES then
+        raise(errors.new({ kind = "invalid_response", status = 200,
+          message = ("more than %d pages of voices: stopped"):format(voices.MAX_PAGES) }))
+      end
+      previous_first = first
       items, index = page.items, 0
       page_number = page_number + 1
       seen = seen + #items

@@ -35,16 +35,18 @@ local fish = {}
 ---@field api_key string? the API key; default `FISH_API_KEY`. With neither, `fish.new` raises before any network
 ---@field base_url string? `http://` or `https://` and a host; default `FISH_BASE_URL`, else `https://api.fish.audio`
 ---@field model string|false|nil the TTS `model` header (default `"s2-pro"`); `false` sends none (fish-speech)
----@field timeout number? seconds for a whole call attempt; default none
+---@field timeout number? seconds for a whole call attempt; default 0, no limit (0 means no limit for every limit)
 ---@field connect_timeout number? seconds to connect (default 10)
 ---@field first_byte_timeout number? seconds from sending until the first response byte (default 120)
 ---@field idle_timeout number? seconds without a byte during a response (default 60); a steady stream is never cut
 ---@field retries integer? retries of failures that are safe to repeat (default 2)
 ---@field user_agent string? default `"fish-lua/<version> (<Lua>; libcurl/<version>)"`
----@field ca_file string? a CA bundle to trust instead of the system's
+---@field ca_file string? a CA bundle to trust instead of the system's (the system's is then not read)
 ---@field insecure boolean? allow the key over plain http to a non-loopback host (default false)
 ---@field pause fun(seconds: number)? a host's sleep, e.g. `ngx.sleep`: every wait goes through it
 ---@field headers table<string, string>? extra request headers for every call, name to value
+---@field proxy string|false|nil a proxy URL for https base URLs; `false`: none. Default: `https_proxy`/`all_proxy` unless `no_proxy` names the host. Plain http and loopback are never proxied
+---@field max_json_bytes integer? the most bytes a JSON answer may have (default 16 MiB); past it the call fails with kind `"too_large"`
 
 --- Options that every API call takes besides its own fields.
 -- The time limits apply to each attempt.
@@ -133,6 +135,7 @@ function fish.file(path) end
 ---@field model string|false|nil the `model` header for this call; `false` sends none
 ---@field out string? stream the audio into this file: it is written beside it and renamed over it on success
 ---@field on_chunk fun(bytes: string)? receive each chunk of audio as it arrives
+---@field max_bytes integer? the most audio bytes to keep in memory (or to hold unread for `on_chunk`); past it the call fails with kind `"too_large"`
 
 --- Text to speech (`POST /v1/tts`), on the default client.
 -- Returns the audio bytes; with `out = path`, `path, size` (a failure leaves no file, or the old
@@ -223,7 +226,8 @@ local voices = {}
 ---@field [string] any the server's other fields
 
 --- The options of `fish.voices.wait_trained`.
----@class fish.WaitOptions
+-- Every call option applies to each poll, except `timeout`, which bounds the whole wait.
+---@class fish.WaitOptions: fish.CallOptions
 ---@field timeout number? seconds to wait in all (default 300)
 ---@field interval number? seconds between polls (default 5)
 ---@field on_state fun(state: fish.VoiceState, voice: fish.Voice)? called on each change of state
@@ -420,8 +424,10 @@ function fish.is_error(value) end
 ---| "timeout" # a time limit ran out; `timeout` says which
 ---| "canceled" # a cancel token, `task:cancel()` or `client.close()` ended the call
 ---| "failed" # voice training failed (`fish.voices.wait_trained`)
----| "invalid_response" # an empty 200, or JSON that does not parse
----| "io" # the output file could not be written
+---| "invalid_response" # an empty 200, JSON that does not parse, or JSON of the wrong shape
+---| "too_large" # an answer past `max_bytes` / `max_json_bytes`, or headers past libcurl's limits
+---| "io" # a local file failed: the output could not be written, or an upload changed size while sent
+---| "resources" # the process ran out of file descriptors (not retried)
 
 --- Which time limit ended a call (`err.timeout`).
 ---@alias fish.TimeoutKind
@@ -446,7 +452,7 @@ function fish.is_error(value) end
 ---@field body string? the error body as received (its first 64 KiB)
 ---@field json any the decoded body, when it was JSON
 ---@field body_truncated boolean? true when `body` was cut at 64 KiB
----@field retry_after number? seconds from a `Retry-After` header
+---@field retry_after number? seconds from a `Retry-After` header, else from `X-RateLimit-Reset` (capped at 60)
 ---@field attempts integer? how many tries were made
 ---@field timeout fish.TimeoutKind? which time limit ran out (kind `"timeout"`)
 ---@field cause fish.NetworkCause? why no answer came (kind `"network"`)
