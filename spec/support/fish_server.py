@@ -894,7 +894,8 @@ class Handler(BaseHTTPRequestHandler):
         entry = {"method": self.command, "path": path, "query": query, "headers": headers,
                  "body_b64": base64.b64encode(body or b"").decode("ascii"),
                  "body_read": body is not None, "content_type": ct,
-                 "msgpack": None, "json": None, "parts": None, "form": None}
+                 "msgpack": None, "json": None, "parts": None, "form": None,
+                 "t": time.time()}                # arrival, epoch seconds (body read)
         if body:
             try:
                 if mt in ("application/msgpack", "application/x-msgpack"):
