@@ -26,11 +26,10 @@ local fish = {
   run = loop.run,
   step = loop.step,
   sleep = function(seconds)
-    if type(seconds) ~= "number" or seconds < 0 then
-      error("fish.sleep: argument 1 must be a non-negative number of seconds", 2)
-    end
+    loop.check_seconds("fish.sleep", "seconds", seconds)
     loop.sleep(seconds)
   end,
+  on_error = loop.on_error,
   pcall = loop.pcall,
   is_error = errors.is,
   cancel_token = loop.new_token,

@@ -11,18 +11,33 @@ local errors = require("fish.errors")
 
 local loop = {}
 
-local unpack = table.unpack or unpack -- luacheck: ignore 143
+local unpack = table.unpack or unpack -- luacheck: ignore 113 143
 
 local engine                                           -- one per Lua state, made on first use
 local watchdogs = setmetatable({}, { __mode = "k" })   -- request -> time limits
 local expired = setmetatable({}, { __mode = "k" })     -- request -> which limit ended it
 local tasks = {}                                       -- live tasks, in spawn order
 local task_of = setmetatable({}, { __mode = "k" })     -- coroutine -> its task
+local waits_for = setmetatable({}, { __mode = "k" })   -- a task:wait()'s ready function -> the task it waits for
+local resuming                                         -- the task the scheduler is running right now
+local unhandled = {}                                   -- failed tasks whose error nobody has taken yet
 local finished_scratch = {}
 
 local WAIT = {} -- what a fish task yields to say "resume me when ready"
 local HOST_PAUSE_STEP = 0.01 -- a host pause cannot be woken by a socket: poll this often
 local MAX_SLEEP = 1.0 -- re-check deadlines at least this often
+
+-- A wait in seconds: a number, not negative and not NaN (NaN fails every
+-- comparison, so a NaN deadline never passes and a NaN poll time is
+-- undefined in C). math.huge is fine: every wait is cut to MAX_SLEEP
+-- slices. Raises at the public function's caller.
+function loop.check_seconds(fn, what, value, optional)
+  if optional and value == nil then return end
+  if type(value) ~= "number" or value ~= value or value < 0 then
+    error(("%s: argument 1 (%s) must be %sa non-negative number of seconds, got %s"):format(
+      fn, what, optional and "nil or " or "", tostring(value)), 3)
+  end
+end
 
 function loop.engine()
   if not engine then engine = core.engine() end
@@ -134,6 +149,17 @@ local function pack(...)
   return { n = select("#", ...), ... }
 end
 
+-- Is someone waiting in task:wait() for `task` right now? Outside tasks: a
+-- blocking wait() is counting. Inside: a task suspended with that wait's own
+-- ready function (a wait that could not suspend leaves nothing behind).
+local function someone_waits_for(task)
+  if (task.blocking_waiters or 0) > 0 then return true end
+  for _, other in ipairs(tasks) do
+    if other.ready and waits_for[other.ready] == task then return true end
+  end
+  return false
+end
+
 local function settle(task, resumed)
   local co = task.co
   if coroutine.status(co) ~= "dead" then
@@ -155,33 +181,33 @@ local function settle(task, resumed)
   task.status = "error"
   task.error = debug.traceback(co, tostring(resumed[2]))
   task.raw_error = resumed[2]
-  -- A task that another task is waiting for hands its error to the waiter.
-  if task.watched then return nil end
-  return task.error
+  -- A task that someone waits for hands its error to the waiter; any other
+  -- error waits in `unhandled` for the error handler.
+  if not (task.watched or someone_waits_for(task)) then unhandled[#unhandled + 1] = task end
 end
 
 local function resume(task, ...)
   task.ready, task.wake_at, task.on_cancel = nil, nil, nil
+  resuming = task
   local resumed = pack(coroutine.resume(task.co, ...))
-  return settle(task, resumed)
+  resuming = nil
+  settle(task, resumed)
 end
 
--- Resume every task that can go on. Returns how many ran, and the error
--- text of the first task that failed with nobody waiting for it.
+-- Resume every task that can go on. Returns how many ran.
 local function run_ready_tasks()
   local now = core.now()
-  local ran, failure = 0, nil
+  local ran = 0
   -- Snapshot: tasks spawned during this pass run on the next one.
   local snapshot = {}
   for i = 1, #tasks do snapshot[i] = tasks[i] end
   for _, task in ipairs(snapshot) do
     if task.status == "running" and task_ready(task, now) then
       ran = ran + 1
-      local err = resume(task)
-      failure = failure or err
+      resume(task)
     end
   end
-  return ran, failure
+  return ran
 end
 
 function loop.spawn(fn, ...)
@@ -232,7 +258,19 @@ loop.pcall = PCALL_YIELDS and pcall or copcall
 function loop.wait_until(ready, deadline, pause, on_cancel)
   local task = current_task()
   if task then
-    if task.canceled then return ready ~= nil and ready() end
+    if task.canceled then
+      -- A canceled task's waits end at once: cancel what it waits on (the
+      -- request of loop.await), which is how a canceled task's transfer
+      -- ends even when the cancel came while it waited on something else
+      -- (a fish.sleep in on_chunk). If that does not make it ready, still
+      -- yield, once: a task that keeps waiting in a loop then cannot freeze
+      -- the other tasks and the host (the scheduler resumes a canceled task
+      -- on its next pass).
+      if on_cancel then on_cancel() end
+      if ready and ready() then return true end
+      coroutine.yield(WAIT, ready, nil, on_cancel)
+      return ready ~= nil and ready()
+    end
     if not (ready and ready()) then
       coroutine.yield(WAIT, ready, deadline, on_cancel)
     end
@@ -316,17 +354,57 @@ end
 
 -- ---- the scheduler -------------------------------------------------------------
 
+-- An error in a task that nobody waits for goes to the error handler as
+-- ("fish task failed: <error with the task's traceback>", task). The default
+-- raises it from fish.step/fish.run. A host that must not be interrupted by
+-- a raise (Neovim: vim.notify) sets its own with fish.on_error.
 local function raise_task_error(message)
-  error("fish task failed: " .. message, 0)
+  error(message, 0)
+end
+local on_error = raise_task_error
+
+-- fish.on_error(fn): fn(message, task) takes every task error that nobody
+-- waits for; nil restores the default (raise).
+function loop.on_error(fn)
+  if fn ~= nil and type(fn) ~= "function" then
+    error("fish.on_error: argument 1 must be a function or nil", 2)
+  end
+  on_error = fn or raise_task_error
+end
+
+-- Hand the queued task errors to the handler, oldest first. Each leaves the
+-- queue before its call, so it is handed over once, and one that a
+-- task:wait() or task:result() has taken since is skipped. A handler that
+-- raises (the default) stops here with the rest still queued: the default
+-- raises one error per step call, each the error of one task with its own
+-- traceback, and the following step/run calls raise the others. (Rather
+-- than one message listing them all: a host that pcalls fish.step each
+-- frame sees every error, in order, exactly as a handler would get it.)
+local function deliver_errors()
+  while unhandled[1] do
+    local task = table.remove(unhandled, 1)
+    if not task.watched then on_error("fish task failed: " .. task.error, task) end
+  end
+end
+
+local function not_in_a_task(fn)
+  if resuming then
+    error(fn .. ": cannot be called inside a fish task (it would have to resume the task that called it);"
+      .. " wait for a task with task:wait(), or for time with fish.sleep", 3)
+  end
 end
 
 -- Drive transfers and tasks once, waiting at most `timeout` seconds for
 -- something to happen (0: never wait). Returns the number of live tasks.
+-- Raises (or hands to the handler) task errors nobody waits for.
 function loop.step(timeout)
+  not_in_a_task("fish.step")
+  loop.check_seconds("fish.step", "timeout", timeout, true)
   timeout = timeout or 0
+  deliver_errors() -- the ones a previous call left queued
   local due = pump()
-  local ran, failure = run_ready_tasks()
-  if failure then raise_task_error(failure) end
+  local ran = run_ready_tasks()
+  deliver_errors()
   if ran == 0 and timeout > 0 then
     local now = core.now()
     for _, task in ipairs(tasks) do due = earliest(due, task.wake_at) end
@@ -334,29 +412,51 @@ function loop.step(timeout)
     sleep = math.min(sleep, timeout, MAX_SLEEP)
     if sleep > 0 then loop.engine():poll(sleep) end
     pump()
-    ran, failure = run_ready_tasks()
-    if failure then raise_task_error(failure) end
+    run_ready_tasks()
+    deliver_errors()
   end
   return #tasks
 end
 
--- Drive everything until no task is left.
+-- Drive everything until no task is left and every task error is handed over.
 function loop.run()
-  while #tasks > 0 do loop.step(MAX_SLEEP) end
+  not_in_a_task("fish.run")
+  while #tasks > 0 or unhandled[1] do loop.step(MAX_SLEEP) end
 end
 
 -- ---- task handles ----------------------------------------------------------------
 
+local function drive_until_done(task)
+  while task.status == "running" do loop.step(MAX_SLEEP) end
+end
+
 -- Wait for the task to end and return its results; a task that raised
--- raises the same error (with its traceback) here.
+-- raises the same error (with its traceback) here. In a task that is
+-- canceled while it waits, returns nil, message, err of kind canceled.
+-- Inside a task, call it from the task itself (fish.pcall included): a
+-- coroutine of its own that the task runs can neither suspend the task
+-- nor drive the scheduler, so wait() raises there.
 function Task:wait()
-  self.watched = true
-  if current_task() == self then error("a fish task cannot wait for itself", 2) end
-  if current_task() then
-    loop.wait_until(function() return self.status ~= "running" end)
+  local me = current_task()
+  if me == self or (not me and resuming == self) then error("a fish task cannot wait for itself", 2) end
+  if me then
+    local function done() return self.status ~= "running" end
+    waits_for[done] = self
+    loop.wait_until(done)
+  elseif resuming then
+    error("task:wait: called from a coroutine that fish does not own, inside a fish task;"
+      .. " call it from the task itself (fish.pcall is fine)", 2)
   else
-    while self.status == "running" do loop.step(MAX_SLEEP) end
+    self.blocking_waiters = (self.blocking_waiters or 0) + 1
+    local ok, err = pcall(drive_until_done, self)
+    self.blocking_waiters = self.blocking_waiters - 1
+    if not ok then error(err, 0) end
   end
+  if self.status == "running" then
+    -- Only a canceled waiter stops waiting early; the task runs on.
+    return errors.fail(errors.new({ kind = "canceled", message = "the waiting task was canceled" }), "task:wait")
+  end
+  self.watched = true
   if self.status == "error" then error(self.error, 0) end
   -- A canceled task that returned nothing still tells its waiter why.
   if self.status == "canceled" and (not self.results or self.results.n == 0) then
