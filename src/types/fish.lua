@@ -365,20 +365,30 @@ function account.package(opts) end
 function fish.spawn(fn, ...) end
 
 --- Drive every task until none is left. Raises `fish task failed: ...` (with the task's traceback)
--- for an error in a task that nobody waits for.
+-- for an error in a task that nobody waits for, one per call, unless `fish.on_error` set a handler.
+-- Raises when called inside a fish task.
 ---@return nil
 function fish.run() end
 
 --- Drive transfers and tasks once, waiting at most `timeout` seconds for something to happen.
--- `fish.step(0)` never waits, even with hundreds of transfers in flight. Raises like `fish.run`.
+-- `fish.step(0)` never waits, even with hundreds of transfers in flight. Raises like `fish.run`,
+-- and when called inside a fish task.
 ---@param timeout number? seconds to wait at most (default 0)
 ---@return integer count the number of tasks still alive
 function fish.step(timeout) end
 
 --- Pause for `seconds`: inside a task only the task waits; outside, the caller sleeps.
----@param seconds number a non-negative number of seconds
+---@param seconds number a non-negative number of seconds (not NaN)
 ---@return nil
 function fish.sleep(seconds) end
+
+--- Set the handler for errors in tasks that nobody waits for (with `task:wait` or
+-- `task:result`): `fn(message, task)` gets each such error once, `message` being
+-- `fish task failed: ...` with the task's traceback, and `fish.run`/`fish.step` no longer raise
+-- them. `nil` restores the default: `fish.run`/`fish.step` raise them, one per call.
+---@param fn fun(message: string, task: fish.Task)? the handler, or nil for the default
+---@return nil
+function fish.on_error(fn) end
 
 --- `pcall` that lets fish calls inside `fn` suspend their task, on every ABI. PUC Lua 5.1 cannot
 -- yield across `pcall`, so `pcall(fish.convert, ...)` in a task fails there; this works.
@@ -494,7 +504,8 @@ local Task = {}
 
 --- Wait for the task to end and return its results. From another task it suspends that task;
 -- outside tasks it drives the loop. If the task raised, raises the same error with its
--- traceback. A canceled task that returned nothing gives `nil, message, err` (kind `"canceled"`).
+-- traceback. A canceled task that returned nothing gives `nil, message, err` (kind `"canceled"`),
+-- and so does a waiting task that is canceled while it waits. Raises when a task waits for itself.
 ---@return any ... the task's results
 function Task:wait() end
 
