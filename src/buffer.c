@@ -31,6 +31,16 @@ int fish_buffer_reserve(fish_buffer *b, size_t extra) {
     return 0;
 }
 
+int fish_buffer_reserve_exact(fish_buffer *b, size_t extra) {
+    if (extra <= b->cap - b->len) return 0;
+    if (extra > SIZE_MAX - b->len) return -1;
+    char *grown = realloc(b->data, b->len + extra);
+    if (!grown) return -1;
+    b->data = grown;
+    b->cap = b->len + extra;
+    return 0;
+}
+
 int fish_buffer_append(fish_buffer *b, const void *bytes, size_t n) {
     if (n == 0) return 0;
     if (fish_buffer_reserve(b, n) != 0) return -1;

@@ -2,6 +2,7 @@
  * decodes msgpack, and tells time; everything that decides what to send or
  * what an answer means lives in the Lua half. */
 #include <curl/curl.h>
+#include <string.h>
 #include <time.h>
 
 #include "compat.h"
@@ -37,6 +38,36 @@ static int core_epoch(lua_State *L) {
     return 1;
 }
 
+/* core.stat(path [, link_itself]) -> { type=, size=, mode=, writable= } |
+ * nil, message, errno. Follows symbolic links unless link_itself (lstat).
+ * The Lua half decides with it whether a path may be written or uploaded. */
+static int core_stat(lua_State *L) {
+    /* In fish_file_type's order. */
+    static const char *const types[] = {"file",  "directory", "fifo", "char",
+                                        "block", "socket",    "link", "other"};
+    size_t len = 0;
+    const char *path = luaL_checklstring(L, 1, &len);
+    if (strlen(path) != len) return luaL_argerror(L, 1, "path contains a NUL byte");
+    fish_stat_info st;
+    int err = fish_stat(path, lua_toboolean(L, 2), &st);
+    if (err) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(err));
+        lua_pushinteger(L, err);
+        return 3;
+    }
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, types[st.type]);
+    lua_setfield(L, -2, "type");
+    fish_pushint64(L, st.size);
+    lua_setfield(L, -2, "size");
+    lua_pushinteger(L, (lua_Integer)st.mode);
+    lua_setfield(L, -2, "mode");
+    lua_pushboolean(L, st.writable);
+    lua_setfield(L, -2, "writable");
+    return 1;
+}
+
 /* Exported beside luaopen_fish_core so engines that link modules statically
  * (Defold, custom hosts) can register it under any name. */
 int fish_core_open(lua_State *L) {
@@ -45,6 +76,7 @@ int fish_core_open(lua_State *L) {
     if (!curl_ready) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
             return luaL_error(L, "curl_global_init failed");
+        fish_request_init_process();
         curl_ready = 1;
     }
     static const luaL_Reg functions[] = {
@@ -52,6 +84,7 @@ int fish_core_open(lua_State *L) {
         {"epoch", core_epoch},
         {"curl_version", core_curl_version},
         {"http_date", core_http_date},
+        {"stat", core_stat},
         {NULL, NULL},
     };
     luaL_newlib(L, functions);

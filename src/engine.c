@@ -95,7 +95,9 @@ static int engine_perform(lua_State *L) {
  * up, or e:wakeup() is called. With nothing running it is a plain sleep. */
 static int engine_poll(lua_State *L) {
     fish_engine *e = check_engine(L, 1);
-    double seconds = luaL_checknumber(L, 2);
+    double seconds = (double)luaL_checknumber(L, 2);
+    /* NaN fails every comparison below and would reach the conversion. */
+    if (seconds != seconds) return luaL_argerror(L, 2, "timeout is NaN");
     int ms = seconds <= 0 ? 0 : seconds > 3600 ? 3600000 : (int)(seconds * 1000 + 0.5);
     CURLMcode rc = curl_multi_poll(e->multi, NULL, 0, ms, NULL);
     if (rc != CURLM_OK) return luaL_error(L, "curl_multi_poll: %s", curl_multi_strerror(rc));

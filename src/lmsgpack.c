@@ -145,15 +145,22 @@ static int w_null(lua_State *L) {
     return chain(L, fish_mp_write_nil(&w->buf), 1);
 }
 
-/* w:bin_file(path) -> true | nil, message. A missing or unreadable file is
- * a runtime condition the caller reports, not a programming error. */
+/* w:bin_file(path [, size]) -> true | nil, message. A missing, unreadable
+ * or non-regular file is a runtime condition the caller reports, not a
+ * programming error; so is one whose size is not `size` (what fish.file
+ * saw: the body must hold the file the user named, as it was then). */
 static int w_bin_file(lua_State *L) {
     mp_writer *w = check_writer(L);
     size_t len;
     const char *path = check_bytes(L, 2, &len);
     if (strlen(path) != len) luaL_argerror(L, 2, "path contains a NUL byte");
+    int64_t expected = -1;
+    if (!lua_isnoneornil(L, 3)) {
+        expected = check_int64(L, 3);
+        if (expected < 0) luaL_argerror(L, 3, "size must be >= 0");
+    }
     char err[FISH_MP_FILE_ERRMAX];
-    int st = fish_mp_write_bin_file(&w->buf, path, err, sizeof err);
+    int st = fish_mp_write_bin_file(&w->buf, path, expected, err, sizeof err);
     if (st == FISH_MP_WRITE_ENOMEM) return raise_write(L, st, 2);
     if (st != FISH_MP_WRITE_OK) {
         lua_pushnil(L);

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h> /* stat: in POSIX and in MinGW's and MSVC's C runtimes */
 
 /* Bytes asked of each fread when streaming a file into a bin. */
 #define FILE_CHUNK ((size_t)64 * 1024)
@@ -200,46 +201,65 @@ static int file_error(char *err, size_t errlen, const char *what, const char *na
     return FISH_MP_WRITE_EIO;
 }
 
-/* Read f to EOF, appending to b. Returns FISH_MP_WRITE_OK or an error. */
+/* Read f to EOF, appending to b, but never more than one byte past
+ * `limit` (a length of b): returns FISH_MP_WRITE_ETOOBIG without a message
+ * when there was more, since only the caller knows why it set the limit. */
 static int slurp(fish_buffer *b, FILE *f, size_t limit, const char *name, char *err,
                  size_t errlen) {
     for (;;) {
-        if (fish_buffer_reserve(b, FILE_CHUNK) != 0) return FISH_MP_WRITE_ENOMEM;
+        size_t ask = FILE_CHUNK;
+        if (limit - b->len < ask) ask = limit - b->len + 1;
+        if (fish_buffer_reserve(b, ask) != 0) return FISH_MP_WRITE_ENOMEM;
         errno = 0;
-        size_t got = fread(b->data + b->len, 1, FILE_CHUNK, f);
+        size_t got = fread(b->data + b->len, 1, ask, f);
         int errnum = errno;
         b->len += got;
-        if (b->len > limit) {
-            if (err && errlen)
-                snprintf(err, errlen, "cannot read '%s': larger than 4 GiB, too big for msgpack bin",
-                         name ? name : "(stream)");
-            return FISH_MP_WRITE_ETOOBIG;
-        }
-        if (got < FILE_CHUNK) {
+        if (b->len > limit) return FISH_MP_WRITE_ETOOBIG;
+        if (got < ask) {
             if (ferror(f)) return file_error(err, errlen, "read", name, errnum);
             return FISH_MP_WRITE_OK; /* EOF */
         }
     }
 }
 
-int fish_mp_write_bin_stream(fish_buffer *b, FILE *f, const char *name, char *err,
-                             size_t errlen) {
+/* A bin of f's remaining bytes; expected >= 0: exactly that many, or it
+ * fails (the caller has checked the size before, so a difference means the
+ * file changed while being read). */
+static int write_bin_from(fish_buffer *b, FILE *f, const char *name, int64_t expected,
+                          char *err, size_t errlen) {
     /* The size is known only at EOF, so leave room for the largest header
      * (bin32: 5 bytes), read, then slide the payload down behind the
      * shortest header. The slide is one memmove, cheaper than a second pass
      * and correct for pipes and files that change size under us. */
     const size_t start = b->len;
     const size_t room = 5;
+    const char *shown = name ? name : "(stream)";
     if (fish_buffer_reserve(b, room) != 0) return FISH_MP_WRITE_ENOMEM;
     b->len += room;
-    size_t limit = b->len + (size_t)UINT32_MAX;
+    uint64_t most = UINT32_MAX;
+    if (expected >= 0 && (uint64_t)expected < most) most = (uint64_t)expected;
+    size_t limit = b->len + (size_t)most;
     if (limit < b->len) limit = (size_t)-1; /* 32-bit size_t: the heap caps it first */
     int st = slurp(b, f, limit, name, err, errlen);
+    size_t payload = b->len - start - room;
+    if (st == FISH_MP_WRITE_ETOOBIG && err && errlen) {
+        if (most == UINT32_MAX)
+            snprintf(err, errlen, "cannot read '%s': larger than 4 GiB, too big for msgpack bin",
+                     shown);
+        else
+            snprintf(err, errlen, "%s changed size while being read (expected %lld bytes)",
+                     shown, (long long)expected);
+    }
+    if (st == FISH_MP_WRITE_OK && expected >= 0 && (uint64_t)payload != (uint64_t)expected) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s changed size while being read (expected %lld bytes)",
+                     shown, (long long)expected);
+        st = FISH_MP_WRITE_EIO;
+    }
     if (st != FISH_MP_WRITE_OK) {
         b->len = start;
         return st;
     }
-    size_t payload = b->len - start - room;
     unsigned char h[MAX_HEADER];
     size_t n = bin_header(h, (uint64_t)payload);
     memmove(b->data + start + n, b->data + start + room, payload);
@@ -248,11 +268,31 @@ int fish_mp_write_bin_stream(fish_buffer *b, FILE *f, const char *name, char *er
     return FISH_MP_WRITE_OK;
 }
 
-int fish_mp_write_bin_file(fish_buffer *b, const char *path, char *err, size_t errlen) {
+int fish_mp_write_bin_stream(fish_buffer *b, FILE *f, const char *name, char *err,
+                             size_t errlen) {
+    return write_bin_from(b, f, name, -1, err, errlen);
+}
+
+int fish_mp_write_bin_file(fish_buffer *b, const char *path, int64_t expected, char *err,
+                           size_t errlen) {
+    /* stat first: opening a FIFO would block until a writer came, and a
+     * directory or device is never what a caller meant to send. */
+    struct stat st;
     errno = 0;
+    if (stat(path, &st) != 0) return file_error(err, errlen, "open", path, errno);
+    if (!S_ISREG(st.st_mode)) {
+        if (err && errlen) snprintf(err, errlen, "cannot read '%s': not a regular file", path);
+        return FISH_MP_WRITE_EIO;
+    }
+    if (expected >= 0 && (int64_t)st.st_size != expected) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s is %lld bytes, expected %lld", path,
+                     (long long)st.st_size, (long long)expected);
+        return FISH_MP_WRITE_EIO;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) return file_error(err, errlen, "open", path, errno);
-    int st = fish_mp_write_bin_stream(b, f, path, err, errlen);
+    int status = write_bin_from(b, f, path, expected, err, errlen);
     fclose(f);
-    return st;
+    return status;
 }

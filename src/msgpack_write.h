@@ -61,7 +61,12 @@ int fish_mp_write_bin_stream(fish_buffer *b, FILE *f, const char *name, char *er
                              size_t errlen);
 
 /* fish_mp_write_bin_stream on the file at `path`, opened and closed here.
- * Errors read "cannot open '<path>': <strerror text>" or "cannot read ...". */
-int fish_mp_write_bin_file(fish_buffer *b, const char *path, char *err, size_t errlen);
+ * Only a regular file is read ("cannot read '<path>': not a regular file";
+ * a FIFO is refused before it is opened, so this never blocks). With
+ * expected >= 0 the file must hold exactly that many bytes: "<path> is N
+ * bytes, expected M", or "... changed size while being read". Other errors
+ * read "cannot open '<path>': <strerror text>" or "cannot read ...". */
+int fish_mp_write_bin_file(fish_buffer *b, const char *path, int64_t expected, char *err,
+                           size_t errlen);
 
 #endif

@@ -1,23 +1,29 @@
 #ifndef _WIN32
-#define _POSIX_C_SOURCE 200809L /* O_CLOEXEC, fdopen, clock_gettime */
+#define _POSIX_C_SOURCE 200809L /* O_CLOEXEC, fdopen, fsync, lstat, clock_gettime */
+#define _FILE_OFFSET_BITS 64    /* sizes and seeks past 2 GB on 32-bit hosts */
 #endif
 #include "platform.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #ifdef _WIN32
 #include <io.h>
-#include <sys/stat.h>
+#include <process.h>
 #include <windows.h>
 #else
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 #endif
 
-FILE *fish_create_exclusive(const char *path) {
 #ifdef _WIN32
-    /* _O_NOINHERIT is Windows' close-on-exec; _O_BINARY keeps bytes as sent. */
+
+FILE *fish_create_exclusive(const char *path, int mode) {
+    /* _O_NOINHERIT is Windows' close-on-exec; _O_BINARY keeps bytes as sent.
+     * Windows has no permission bits to copy. */
+    (void)mode;
     int fd = _open(path, _O_WRONLY | _O_CREAT | _O_EXCL | _O_BINARY | _O_NOINHERIT,
                    _S_IREAD | _S_IWRITE);
     if (fd < 0) return NULL;
@@ -25,32 +31,166 @@ FILE *fish_create_exclusive(const char *path) {
     if (!f) {
         int err = errno;
         _close(fd);
+        remove(path);
         errno = err;
     }
-#else
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) return NULL;
-    FILE *f = fdopen(fd, "wb");
-    if (!f) {
-        int err = errno;
-        close(fd);
-        errno = err;
-    }
-#endif
     return f;
 }
 
+int fish_open_regular(const char *path, FILE **out, int64_t *size) {
+    struct _stat64 st;
+    *out = NULL;
+    if (_stat64(path, &st) != 0) return errno;
+    if ((st.st_mode & _S_IFMT) != _S_IFREG) return FISH_ENOTREG;
+    FILE *f = fopen(path, "rbN"); /* N: not inherited */
+    if (!f) return errno;
+    if (_fstat64(_fileno(f), &st) != 0 || (st.st_mode & _S_IFMT) != _S_IFREG) {
+        fclose(f);
+        return FISH_ENOTREG;
+    }
+    *size = (int64_t)st.st_size;
+    *out = f;
+    return 0;
+}
+
+int fish_seek(FILE *f, int64_t offset) { return _fseeki64(f, offset, SEEK_SET); }
+
+int fish_sync(FILE *f) {
+    if (fflush(f) != 0) return errno ? errno : EIO;
+    return _commit(_fileno(f)) == 0 ? 0 : errno;
+}
+
+int fish_replace(const char *from, const char *to) {
+    if (MoveFileExA(from, to, MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH)) return 0;
+    return GetLastError() == ERROR_PATH_NOT_FOUND ? ENOENT : EACCES;
+}
+
+int fish_stat(const char *path, int link_itself, fish_stat_info *out) {
+    struct _stat64 st;
+    (void)link_itself;
+    if (_stat64(path, &st) != 0) return errno;
+    switch (st.st_mode & _S_IFMT) {
+    case _S_IFREG: out->type = FISH_TYPE_FILE; break;
+    case _S_IFDIR: out->type = FISH_TYPE_DIRECTORY; break;
+    case _S_IFCHR: out->type = FISH_TYPE_CHAR; break;
+    case _S_IFIFO: out->type = FISH_TYPE_FIFO; break;
+    default: out->type = FISH_TYPE_OTHER; break;
+    }
+    out->size = (int64_t)st.st_size;
+    out->mode = (unsigned)(st.st_mode & 0777);
+    out->writable = _access(path, 2) == 0;
+    return 0;
+}
+
+int fish_descriptors_exhausted(void) { return 0; }
+
+/* Statically initialised, so no first-use race. */
+static SRWLOCK lock = SRWLOCK_INIT;
+void fish_lock(void) { AcquireSRWLockExclusive(&lock); }
+void fish_unlock(void) { ReleaseSRWLockExclusive(&lock); }
+
+long fish_process_id(void) { return (long)_getpid(); }
+
 double fish_now(void) {
-#ifdef _WIN32
     /* The performance counter is Windows' monotonic clock; its frequency is
      * fixed at boot, so asking each time costs little and needs no state. */
     LARGE_INTEGER count, freq;
     QueryPerformanceCounter(&count);
     QueryPerformanceFrequency(&freq);
     return (double)count.QuadPart / (double)freq.QuadPart;
-#else
+}
+
+#else /* POSIX */
+
+FILE *fish_create_exclusive(const char *path, int mode) {
+    mode_t bits = mode < 0 ? 0666 : (mode_t)(mode & 0777);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, bits);
+    if (fd < 0) return NULL;
+    /* open() applied the umask; a copied mode must be exact. */
+    FILE *f = mode < 0 || fchmod(fd, bits) == 0 ? fdopen(fd, "wb") : NULL;
+    if (!f) {
+        int err = errno;
+        close(fd);
+        unlink(path); /* ours: O_EXCL created it */
+        errno = err;
+    }
+    return f;
+}
+
+int fish_open_regular(const char *path, FILE **out, int64_t *size) {
+    struct stat st;
+    *out = NULL;
+    if (stat(path, &st) != 0) return errno;
+    if (!S_ISREG(st.st_mode)) return FISH_ENOTREG;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    /* Checked again on what was opened: the name may have been replaced. */
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return FISH_ENOTREG;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int err = errno;
+        close(fd);
+        return err;
+    }
+    *size = (int64_t)st.st_size;
+    *out = f;
+    return 0;
+}
+
+int fish_seek(FILE *f, int64_t offset) { return fseeko(f, (off_t)offset, SEEK_SET); }
+
+int fish_sync(FILE *f) {
+    if (fflush(f) != 0) return errno ? errno : EIO;
+    return fsync(fileno(f)) == 0 ? 0 : errno;
+}
+
+int fish_replace(const char *from, const char *to) {
+    return rename(from, to) == 0 ? 0 : errno;
+}
+
+static fish_file_type type_of(mode_t m) {
+    if (S_ISREG(m)) return FISH_TYPE_FILE;
+    if (S_ISDIR(m)) return FISH_TYPE_DIRECTORY;
+    if (S_ISFIFO(m)) return FISH_TYPE_FIFO;
+    if (S_ISCHR(m)) return FISH_TYPE_CHAR;
+    if (S_ISBLK(m)) return FISH_TYPE_BLOCK;
+    if (S_ISSOCK(m)) return FISH_TYPE_SOCKET;
+    if (S_ISLNK(m)) return FISH_TYPE_LINK;
+    return FISH_TYPE_OTHER;
+}
+
+int fish_stat(const char *path, int link_itself, fish_stat_info *out) {
+    struct stat st;
+    if ((link_itself ? lstat(path, &st) : stat(path, &st)) != 0) return errno;
+    out->type = type_of(st.st_mode);
+    out->size = (int64_t)st.st_size;
+    out->mode = (unsigned)(st.st_mode & 07777);
+    out->writable = access(path, W_OK) == 0;
+    return 0;
+}
+
+int fish_descriptors_exhausted(void) {
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    return errno == EMFILE || errno == ENFILE;
+}
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+void fish_lock(void) { pthread_mutex_lock(&lock); }
+void fish_unlock(void) { pthread_mutex_unlock(&lock); }
+
+long fish_process_id(void) { return (long)getpid(); }
+
+double fish_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-#endif
 }
+
+#endif

@@ -5,6 +5,7 @@
 #include "request.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,14 +16,77 @@
 /* A 10 MB error page must not be read whole into memory: keep its head. */
 #define DEFAULT_ERROR_BODY_LIMIT (64 * 1024)
 
+/* libcurl 7.88's own limits, which it reports as something else: a longer
+ * URL is refused by setopt (CURL_MAX_INPUT_LENGTH); a request line plus
+ * headers over 1 MB (DYN_HTTP_REQUEST) and one response header line over
+ * 100 KB (CURL_MAX_HTTP_HEADER) both end in CURLE_OUT_OF_MEMORY. */
+#define CURL_URL_LIMIT 8000000
+#define CURL_REQUEST_HEAD_LIMIT (1024 * 1024)
+/* What libcurl adds to our URL and headers (Host, Accept, Content-Type,
+ * Content-Length, Expect, ...) stays far below this. */
+#define REQUEST_HEAD_SLACK (16 * 1024)
+
+/* Without max_bytes, a Content-Length is trusted this far for the one
+ * up-front reservation; past it the buffer grows as bytes arrive, so a
+ * server that claims a petabyte costs nothing until it sends one. */
+#define RESERVE_LIMIT ((size_t)64 * 1024 * 1024)
+
+/* The largest whole number of days whose milliseconds fit a 32-bit long
+ * (Windows' long): libcurl takes timeouts as long milliseconds. */
+#define MAX_TIMEOUT_SECONDS (24.0 * 24 * 3600)
+
 static int is_success(long status) { return status >= 200 && status < 300; }
+
+/* ---- temporary files left at exit ------------------------------------ */
+
+/* Requests whose temporary file exists and is not committed. __gc removes
+ * them, but os.exit() ends the process without collecting anything, so an
+ * atexit handler removes what is left. The list is process-wide (several
+ * Lua states may run on several threads), hence the lock. */
+static fish_request *temp_files;
+
+static void track_temp(fish_request *r) {
+    r->file_owner = fish_process_id();
+    fish_lock();
+    r->temp_prev = NULL;
+    r->temp_next = temp_files;
+    if (temp_files) temp_files->temp_prev = r;
+    temp_files = r;
+    fish_unlock();
+}
+
+static void untrack_temp(fish_request *r) {
+    if (!r->file_created) return;
+    fish_lock();
+    if (r->temp_prev) r->temp_prev->temp_next = r->temp_next;
+    else if (temp_files == r) temp_files = r->temp_next;
+    if (r->temp_next) r->temp_next->temp_prev = r->temp_prev;
+    r->temp_prev = r->temp_next = NULL;
+    fish_unlock();
+}
+
+/* Only names are removed, no FILE is closed: another thread may still be
+ * writing through it while the process exits. A forked child that exits
+ * leaves its parent's files alone. */
+static void remove_temp_files(void) {
+    long self = fish_process_id();
+    fish_lock();
+    for (fish_request *r = temp_files; r; r = r->temp_next)
+        if (r->file_owner == self) remove(r->file_path);
+    fish_unlock();
+}
+
+void fish_request_init_process(void) { atexit(remove_temp_files); }
 
 /* ---- libcurl callbacks ------------------------------------------------ */
 
 static int open_sink_file(fish_request *r) {
     errno = 0;
-    r->file = fish_create_exclusive(r->file_path);
-    return r->file ? 0 : errno ? errno : EIO;
+    r->file = fish_create_exclusive(r->file_path, r->file_mode);
+    if (!r->file) return errno ? errno : EIO;
+    r->file_created = 1;
+    track_temp(r);
+    return 0;
 }
 
 static size_t keep_error_body(fish_request *r, const char *ptr, size_t n) {
@@ -37,12 +101,54 @@ static size_t keep_error_body(fish_request *r, const char *ptr, size_t n) {
     return n;
 }
 
+/* At the first 2xx byte of the buffer sink: a declared length over
+ * max_bytes fails now, before any of it is read; else the buffer takes its
+ * whole size at once instead of doubling its way up from 256 bytes. A
+ * stream keeps only what has not been taken, so it neither fails early nor
+ * reserves. Returns -1 to stop. */
+static int size_from_length(fish_request *r) {
+    curl_off_t length = -1;
+    r->sized = 1;
+    if (r->sink != SINK_BUFFER ||
+        curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) != CURLE_OK ||
+        length <= 0)
+        return 0;
+    if (r->max_bytes >= 0 && (int64_t)length > r->max_bytes) {
+        r->too_large = 1;
+        return -1;
+    }
+    uint64_t want = (uint64_t)length;
+    if (r->max_bytes < 0 && want > RESERVE_LIMIT) want = RESERVE_LIMIT;
+    if (want > SIZE_MAX) want = SIZE_MAX;
+    /* Best effort: if it fails, the buffer grows as the bytes come. */
+    (void)fish_buffer_reserve_exact(&r->response, (size_t)want);
+    return 0;
+}
+
+/* max_bytes caps the bytes held in r->response. For the buffer sink that
+ * is the whole body. For the stream sink it is only what r:take() has not
+ * taken yet, so a consumer that keeps up never hits the cap: it must only
+ * be above what one engine step can read (libcurl reads a few hundred KB
+ * to a few MB per curl_multi_perform). */
+static int keep_in_memory(fish_request *r, const char *ptr, size_t n) {
+    if (r->max_bytes >= 0 && (uint64_t)r->response.len + n > (uint64_t)r->max_bytes) {
+        r->too_large = 1;
+        return -1;
+    }
+    if (fish_buffer_append(&r->response, ptr, n) != 0) {
+        r->out_of_memory = 1;
+        return -1;
+    }
+    return 0;
+}
+
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
     fish_request *r = userdata;
     size_t n = size * nmemb;
     r->last_activity_at = fish_now();
     if (r->status == 0) curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
     if (!is_success(r->status)) return keep_error_body(r, ptr, n);
+    if (!r->sized && size_from_length(r) != 0) return 0;
 
     switch (r->sink) {
     case SINK_FILE:
@@ -54,7 +160,8 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
         break;
     case SINK_BUFFER:
     case SINK_STREAM:
-        if (fish_buffer_append(&r->response, ptr, n) != 0) return 0;
+        /* Returning short stops the transfer; the flags say why. */
+        if (keep_in_memory(r, ptr, n) != 0) return 0;
         break;
     }
     r->delivered += (curl_off_t)n;
@@ -69,6 +176,55 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata) {
     return size * nmemb;
 }
 
+/* A multipart file part. Its size is fixed when the request is created, and
+ * libcurl declares Content-Length from it, so the bytes sent must be exactly
+ * that many whatever happens to the file meanwhile: a file that ends early
+ * or has bytes beyond the size aborts the transfer. */
+typedef struct fish_upload {
+    FILE *file;
+    curl_off_t size, offset;
+    fish_request *request;
+    char path[]; /* for the error message */
+} fish_upload;
+
+static size_t read_upload(char *buf, size_t size, size_t nitems, void *arg) {
+    fish_upload *u = arg;
+    size_t want = size * nitems;
+    curl_off_t left = u->size - u->offset;
+    if ((uint64_t)want > (uint64_t)left) want = (size_t)left;
+    errno = 0;
+    size_t got = want ? fread(buf, 1, want, u->file) : 0;
+    u->offset += (curl_off_t)got;
+    if (got < want && ferror(u->file)) {
+        u->request->upload_failed = u->path;
+        u->request->upload_errno = errno ? errno : EIO;
+        return CURL_READFUNC_ABORT;
+    }
+    /* libcurl stops asking once `size` bytes are read, so growth is looked
+     * for in the same call that reads the last byte. */
+    if (got < want || (u->offset == u->size && getc(u->file) != EOF)) {
+        u->request->upload_changed = u->path;
+        return CURL_READFUNC_ABORT;
+    }
+    return got;
+}
+
+/* libcurl rewinds a body it must send again (a reused connection that
+ * turned out dead). */
+static int seek_upload(void *arg, curl_off_t offset, int origin) {
+    fish_upload *u = arg;
+    if (origin != SEEK_SET || offset < 0 || offset > u->size) return CURL_SEEKFUNC_CANTSEEK;
+    if (fish_seek(u->file, (int64_t)offset) != 0) return CURL_SEEKFUNC_FAIL;
+    u->offset = offset;
+    return CURL_SEEKFUNC_OK;
+}
+
+static void free_upload(void *arg) {
+    fish_upload *u = arg;
+    fclose(u->file);
+    free(u);
+}
+
 /* ---- construction ----------------------------------------------------- */
 
 fish_request *fish_check_request(lua_State *L, int idx) {
@@ -77,26 +233,78 @@ fish_request *fish_check_request(lua_State *L, int idx) {
     return r;
 }
 
-static const char *opt_string(lua_State *L, int opts, const char *key) {
+/* Option errors are argument errors on the options table (argument 1). */
+static int opt_error(lua_State *L, const char *key, const char *problem) {
+    return luaL_argerror(L, 1, lua_pushfstring(L, "request option '%s' %s", key, problem));
+}
+
+/* A string that C hands to libcurl or the OS as a C string: a NUL inside
+ * would silently cut it, so it is refused. Bodies and mime data, which are
+ * passed with their length, are read elsewhere. */
+static const char *opt_string(lua_State *L, int opts, const char *key, size_t *len) {
     lua_getfield(L, opts, key);
     const char *s = NULL;
+    size_t n = 0;
     if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request option '%s' must be a string", key);
-        s = lua_tostring(L, -1);
+        if (lua_type(L, -1) != LUA_TSTRING) opt_error(L, key, "must be a string");
+        s = lua_tolstring(L, -1, &n);
+        if (strlen(s) != n) opt_error(L, key, "contains a NUL byte");
     }
     lua_pop(L, 1); /* the string stays alive in the options table */
+    if (len) *len = n;
     return s;
 }
 
+/* A number, never NaN (it passes every comparison as false, and converting
+ * it to an integer is undefined). Callers clamp before converting. */
 static double opt_number(lua_State *L, int opts, const char *key, double fallback) {
     lua_getfield(L, opts, key);
     double v = fallback;
     if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "request option '%s' must be a number", key);
-        v = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER) opt_error(L, key, "must be a number");
+        v = (double)lua_tonumber(L, -1);
+        if (v != v) opt_error(L, key, "is NaN");
     }
     lua_pop(L, 1);
     return v;
+}
+
+/* A byte count: a whole number >= 0, or -1 when absent. Anything from 2^63
+ * up (math.huge too) means "no limit" and is clamped, not converted. */
+static int64_t opt_count(lua_State *L, int opts, const char *key) {
+    lua_getfield(L, opts, key);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    if (lua_type(L, -1) != LUA_TNUMBER) opt_error(L, key, "must be an integer >= 0");
+    double v = (double)lua_tonumber(L, -1);
+    if (v != v) opt_error(L, key, "is NaN");
+    if (v < 0 || v != floor(v)) opt_error(L, key, "must be an integer >= 0");
+    int64_t n;
+    if (v >= 9223372036854775808.0) n = INT64_MAX;
+#if LUA_VERSION_NUM >= 503
+    /* Above 2^53 the float has lost digits the integer still holds. */
+    else if (lua_isinteger(L, -1)) n = (int64_t)lua_tointeger(L, -1);
+#endif
+    else n = (int64_t)v;
+    lua_pop(L, 1);
+    return n;
+}
+
+static int opt_boolean(lua_State *L, int opts, const char *key) {
+    lua_getfield(L, opts, key);
+    int t = lua_type(L, -1);
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN) opt_error(L, key, "must be a boolean");
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static long seconds_to_ms(double seconds) {
+    if (seconds > MAX_TIMEOUT_SECONDS) seconds = MAX_TIMEOUT_SECONDS;
+    long ms = (long)(seconds * 1000);
+    return ms > 0 ? ms : 1; /* 0 would mean libcurl's default */
 }
 
 static void fail_curl(lua_State *L, CURLcode code, const char *what) {
@@ -109,11 +317,15 @@ static void set_headers(lua_State *L, fish_request *r, int opts) {
         int n = (int)lua_rawlen(L, -1);
         for (int i = 1; i <= n; i++) {
             lua_rawgeti(L, -1, i);
-            const char *line = lua_tostring(L, -1);
-            if (!line) luaL_error(L, "request header %d must be a string", i);
+            size_t len = 0;
+            const char *line = lua_tolstring(L, -1, &len);
+            if (!line) luaL_argerror(L, 1, lua_pushfstring(L, "request header %d must be a string", i));
+            if (strlen(line) != len)
+                luaL_argerror(L, 1, lua_pushfstring(L, "request header %d contains a NUL byte", i));
             struct curl_slist *grown = curl_slist_append(r->headers, line);
             if (!grown) luaL_error(L, "out of memory");
             r->headers = grown;
+            r->request_head += len + 2;
             lua_pop(L, 1);
         }
     }
@@ -121,17 +333,54 @@ static void set_headers(lua_State *L, fish_request *r, int opts) {
     if (r->headers) curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
 }
 
-/* One part of a multipart body: { name=, data= | file=, filename=, type= }.
- * Files are streamed from disk by libcurl (curl_mime_filedata). */
+/* Open a part's file now, so that a missing or changed file is an error of
+ * this call, naming the path, and the size is fixed before anything is sent
+ * (`expected`: the size fish.file recorded, or -1). */
+static void attach_file(lua_State *L, fish_request *r, curl_mimepart *p, const char *path,
+                        int64_t expected) {
+    FILE *f = NULL;
+    int64_t size = 0;
+    int err = fish_open_regular(path, &f, &size);
+    if (err == FISH_ENOTREG) luaL_error(L, "cannot upload %s: not a regular file", path);
+    if (err) luaL_error(L, "cannot open %s: %s", path, strerror(err));
+    if (expected >= 0 && size != expected) {
+        fclose(f);
+        char sizes[64];
+        snprintf(sizes, sizeof sizes, "%lld bytes, expected %lld", (long long)size,
+                 (long long)expected);
+        luaL_error(L, "%s is %s (it changed after fish.file)", path, sizes);
+    }
+    size_t len = strlen(path);
+    fish_upload *u = malloc(sizeof *u + len + 1);
+    if (!u) {
+        fclose(f);
+        luaL_error(L, "out of memory");
+    }
+    u->file = f;
+    u->size = (curl_off_t)size;
+    u->offset = 0;
+    u->request = r;
+    memcpy(u->path, path, len + 1);
+    /* From here libcurl owns u and frees it with the mime (free_upload). */
+    CURLcode rc = curl_mime_data_cb(p, u->size, read_upload, seek_upload, free_upload, u);
+    if (rc != CURLE_OK) {
+        free_upload(u);
+        fail_curl(L, rc, "a mime file part");
+    }
+}
+
+/* One part of a multipart body: { name=, data= | file=, size=, filename=,
+ * type= }. Files are read from disk while sending (read_upload). */
 static void add_mime_part(lua_State *L, fish_request *r, int part) {
+    const char *name = opt_string(L, part, "name", NULL);
+    const char *file = opt_string(L, part, "file", NULL);
+    const char *filename = opt_string(L, part, "filename", NULL);
+    const char *type = opt_string(L, part, "type", NULL);
+    int64_t size = opt_count(L, part, "size");
     curl_mimepart *p = curl_mime_addpart(r->mime);
     if (!p) luaL_error(L, "out of memory");
-    const char *name = opt_string(L, part, "name");
-    const char *file = opt_string(L, part, "file");
-    const char *filename = opt_string(L, part, "filename");
-    const char *type = opt_string(L, part, "type");
     CURLcode rc = curl_mime_name(p, name);
-    if (rc == CURLE_OK && file) rc = curl_mime_filedata(p, file);
+    if (rc == CURLE_OK && file) attach_file(L, r, p, file, size);
     if (rc == CURLE_OK && !file) {
         lua_getfield(L, part, "data");
         size_t len = 0;
@@ -140,8 +389,9 @@ static void add_mime_part(lua_State *L, fish_request *r, int part) {
         rc = curl_mime_data(p, data, len); /* libcurl copies it */
         lua_pop(L, 1);
     }
-    /* filedata sets the file's own basename; an explicit one replaces it. */
-    if (rc == CURLE_OK && (filename || file)) rc = curl_mime_filename(p, filename);
+    /* A part has a filename only when one is given: data_cb, unlike
+     * curl_mime_filedata, implies none. */
+    if (rc == CURLE_OK && filename) rc = curl_mime_filename(p, filename);
     if (rc == CURLE_OK && type) rc = curl_mime_type(p, type);
     if (rc != CURLE_OK) fail_curl(L, rc, "a mime part");
 }
@@ -169,7 +419,7 @@ static void set_body(lua_State *L, fish_request *r, int opts) {
     if (!lua_isnil(L, -1)) {
         size_t len = 0;
         const char *body = lua_tolstring(L, -1, &len);
-        if (!body) luaL_error(L, "request option 'body' must be a string");
+        if (!body) opt_error(L, "body", "must be a string");
         /* Our own copy: the Lua string may be collected mid-transfer. */
         if (fish_buffer_append(&r->body, body, len) != 0) luaL_error(L, "out of memory");
         curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
@@ -179,7 +429,9 @@ static void set_body(lua_State *L, fish_request *r, int opts) {
 }
 
 static void set_method(lua_State *L, fish_request *r, int opts) {
-    const char *method = opt_string(L, opts, "method");
+    size_t len = 0;
+    const char *method = opt_string(L, opts, "method", &len);
+    r->request_head += len;
     if (!method || strcmp(method, "GET") == 0) {
         if (r->body.len || r->mime) luaL_error(L, "a GET request cannot carry a body");
         curl_easy_setopt(r->easy, CURLOPT_HTTPGET, 1L);
@@ -192,29 +444,66 @@ static void set_method(lua_State *L, fish_request *r, int opts) {
     }
 }
 
+/* The file sink writes to `path`, a temporary name the request owns, and
+ * r:commit(target) renames it into place. The temporary file takes the
+ * target's permission bits when the target exists (a 0600 file stays
+ * 0600); whether the target may be replaced at all is the Lua side's call. */
 static void set_sink(lua_State *L, fish_request *r, int opts) {
-    const char *sink = opt_string(L, opts, "sink");
+    const char *sink = opt_string(L, opts, "sink", NULL);
+    const char *path = opt_string(L, opts, "path", NULL);
+    const char *target = opt_string(L, opts, "target", NULL);
     if (!sink || strcmp(sink, "buffer") == 0) {
         r->sink = SINK_BUFFER;
     } else if (strcmp(sink, "stream") == 0) {
         r->sink = SINK_STREAM;
     } else if (strcmp(sink, "file") == 0) {
-        const char *path = opt_string(L, opts, "path");
         if (!path) luaL_error(L, "a file sink needs 'path'");
         r->sink = SINK_FILE;
         r->file_path = strdup(path);
         if (!r->file_path) luaL_error(L, "out of memory");
+        fish_stat_info st;
+        if (target && fish_stat(target, 0, &st) == 0 && st.type == FISH_TYPE_FILE)
+            r->file_mode = (int)(st.mode & 0777);
     } else {
         luaL_error(L, "unknown sink '%s'", sink);
     }
+    r->max_bytes = opt_count(L, opts, "max_bytes");
+}
+
+/* Proxies never come from the environment: fish decides in Lua and always
+ * says. An absent or empty `proxy` means none, and no_proxy is not read
+ * (libcurl reads http_proxy, https_proxy, all_proxy and no_proxy only
+ * while CURLOPT_PROXY and CURLOPT_NOPROXY are unset). */
+static void set_proxy(lua_State *L, fish_request *r, int opts) {
+    const char *proxy = opt_string(L, opts, "proxy", NULL);
+    int tunnel = opt_boolean(L, opts, "proxy_tunnel");
+    CURLcode rc = curl_easy_setopt(r->easy, CURLOPT_PROXY, proxy ? proxy : "");
+    if (rc != CURLE_OK) fail_curl(L, rc, "the proxy");
+    curl_easy_setopt(r->easy, CURLOPT_NOPROXY, "");
+    /* CONNECT even for http://, so the proxy relays bytes it cannot read
+     * when the target is https (libcurl tunnels https anyway). */
+    curl_easy_setopt(r->easy, CURLOPT_HTTPPROXYTUNNEL, tunnel ? 1L : 0L);
+    /* Our headers (Authorization) go to the server only, never into the
+     * CONNECT request the proxy reads. This is libcurl's default since
+     * 7.42.1; said here so that no build can differ. */
+    curl_easy_setopt(r->easy, CURLOPT_HEADEROPT, CURLHEADER_SEPARATE);
 }
 
 static void set_transport(lua_State *L, fish_request *r, int opts) {
     CURL *e = r->easy;
-    const char *url = opt_string(L, opts, "url");
+    size_t url_length = 0;
+    const char *url = opt_string(L, opts, "url", &url_length);
     if (!url) luaL_error(L, "request option 'url' is required");
+    if (url_length > CURL_URL_LIMIT) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "is %zu bytes, over libcurl's limit of %d", url_length,
+                 CURL_URL_LIMIT);
+        opt_error(L, "url", msg);
+    }
     CURLcode rc = curl_easy_setopt(e, CURLOPT_URL, url);
     if (rc != CURLE_OK) fail_curl(L, rc, "the URL");
+    r->url_length = url_length;
+    r->request_head += url_length;
     curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     /* Signals and threads do not mix; libcurl must not use SIGALRM. */
@@ -234,18 +523,34 @@ static void set_transport(lua_State *L, fish_request *r, int opts) {
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r);
 
-    const char *ca_file = opt_string(L, opts, "ca_file");
-    if (ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
+    /* ca_file is the whole trust store, not an addition to the system's:
+     * libcurl's built-in default also names a CA directory (Debian:
+     * /etc/ssl/certs, see curl-config --configure), which OpenSSL would
+     * still search. There is no other default store: OpenSSL's own
+     * (SSL_CERT_FILE, SSL_CERT_DIR) is used only by libcurls built with
+     * --with-ca-fallback, and native stores only with CURLSSLOPT_NATIVE_CA. */
+    const char *ca_file = opt_string(L, opts, "ca_file", NULL);
+    if (ca_file) {
+        rc = curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
+        if (rc == CURLE_OK) rc = curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+        if (rc != CURLE_OK) fail_curl(L, rc, "ca_file");
+    }
+    set_proxy(L, r, opts);
     double connect_timeout = opt_number(L, opts, "connect_timeout", 0);
     if (connect_timeout > 0)
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout * 1000));
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, seconds_to_ms(connect_timeout));
     double limit = opt_number(L, opts, "error_body_limit", DEFAULT_ERROR_BODY_LIMIT);
-    r->error_body_limit = limit > 0 ? (size_t)limit : DEFAULT_ERROR_BODY_LIMIT;
+    if (limit <= 0) limit = DEFAULT_ERROR_BODY_LIMIT;
+    /* (double)SIZE_MAX rounds up, so >= catches every value that would overflow. */
+    r->error_body_limit = limit >= (double)SIZE_MAX ? SIZE_MAX : (size_t)limit;
 }
 
 /* core.request{ url=, method=, headers={...}, body= | mime={...},
- *               sink="buffer"|"stream"|"file", path=, connect_timeout=,
- *               ca_file=, error_body_limit= } */
+ *               sink="buffer"|"stream"|"file", path=, target=, max_bytes=,
+ *               connect_timeout=, ca_file=, proxy=, proxy_tunnel=,
+ *               error_body_limit= }
+ * Only fish's Lua half builds these tables, so unknown keys are not looked
+ * for here (util.check_fields does that for the public calls). */
 static int request_new(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     fish_request *r = lua_newuserdata(L, sizeof *r);
@@ -253,6 +558,8 @@ static int request_new(lua_State *L) {
     fish_buffer_init(&r->body);
     fish_buffer_init(&r->response);
     fish_buffer_init(&r->error_body);
+    r->max_bytes = -1;
+    r->file_mode = -1;
     r->state = REQ_CLOSED; /* until the easy handle exists, close is a no-op */
     luaL_getmetatable(L, FISH_REQUEST_MT);
     lua_setmetatable(L, -2);
@@ -273,6 +580,11 @@ static int request_new(lua_State *L) {
 
 /* ---- completion and close -------------------------------------------- */
 
+static int is_connect_failure(CURLcode result) {
+    return result == CURLE_COULDNT_RESOLVE_HOST || result == CURLE_COULDNT_RESOLVE_PROXY ||
+           result == CURLE_COULDNT_CONNECT;
+}
+
 void fish_request_finish(fish_request *r, CURLcode result, int canceled) {
     r->state = REQ_DONE;
     r->result = result;
@@ -280,20 +592,28 @@ void fish_request_finish(fish_request *r, CURLcode result, int canceled) {
     long status = 0;
     if (curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status)
         r->status = status;
-    if (r->file) {
-        if (fclose(r->file) != 0 && !r->file_errno) r->file_errno = errno ? errno : EIO;
-        r->file = NULL;
-    }
+    /* The file stays open for r:commit, which syncs it; a full disk shows
+     * here already, in the result. */
+    if (r->file && fflush(r->file) != 0 && !r->file_errno) r->file_errno = errno ? errno : EIO;
+    /* libcurl says "Couldn't connect" or "Could not resolve" when socket()
+     * or its resolver thread found no descriptor free (CURLINFO_OS_ERRNO
+     * stays 0): ask now, while the shortage lasts. */
+    if (!canceled && is_connect_failure(result))
+        r->descriptors_exhausted = fish_descriptors_exhausted();
 }
 
 static void request_release(fish_request *r) {
     if (r->state == REQ_CLOSED) return;
     if (r->state == REQ_RUNNING) fish_engine_detach(r);
+    untrack_temp(r);
     if (r->file) fclose(r->file);
     r->file = NULL;
+    /* Ours (O_EXCL) and never committed: a failed, canceled or abandoned
+     * download leaves no .part behind. */
+    if (r->file_created && !r->committed) remove(r->file_path);
     curl_easy_cleanup(r->easy); /* after detach: the multi must let go first */
     r->easy = NULL;
-    curl_mime_free(r->mime);
+    curl_mime_free(r->mime); /* closes the upload files (free_upload) */
     r->mime = NULL;
     curl_slist_free_all(r->headers);
     r->headers = NULL;
@@ -330,53 +650,174 @@ static int request_status(lua_State *L) {
     return 1;
 }
 
-/* Why a finished transfer failed, as a word the Lua layer maps to an error
- * kind; nil when the exchange completed (whatever its HTTP status). */
-static const char *failure_kind(const fish_request *r) {
-    if (r->canceled) return "canceled";
-    if (r->file_errno) return "write";
+static int out_of_descriptors(int err) { return err == EMFILE || err == ENFILE; }
+
+/* Why a finished transfer failed: pushes a message and returns a word the
+ * Lua layer maps to an error kind; returns NULL and pushes nothing when the
+ * exchange completed (whatever its HTTP status). */
+static const char *push_failure(lua_State *L, const fish_request *r) {
+    if (r->canceled) {
+        lua_pushliteral(L, "canceled");
+        return "canceled";
+    }
+    if (r->too_large) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "the answer exceeded %lld bytes", (long long)r->max_bytes);
+        lua_pushstring(L, msg);
+        return "too_large";
+    }
+    if (r->upload_changed) {
+        lua_pushfstring(L, "%s changed size during the upload", r->upload_changed);
+        return "file_changed";
+    }
+    if (r->upload_failed) {
+        lua_pushfstring(L, "cannot read %s: %s", r->upload_failed, strerror(r->upload_errno));
+        return "read";
+    }
+    if (r->out_of_memory) {
+        lua_pushliteral(L, "out of memory while keeping the answer");
+        return "memory";
+    }
+    if (r->file_errno) {
+        if (out_of_descriptors(r->file_errno)) {
+            lua_pushfstring(L, "out of file descriptors: cannot create %s (%s)", r->file_path,
+                            strerror(r->file_errno));
+            return "resources";
+        }
+        lua_pushfstring(L, "cannot write %s: %s", r->file_path, strerror(r->file_errno));
+        return "write";
+    }
+    const char *text = r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result);
+    const char *kind = "network";
     switch (r->result) {
     case CURLE_OK:
         return NULL;
     case CURLE_WRITE_ERROR:
         /* We stopped reading an oversized error body on purpose. */
-        return r->error_body_truncated ? NULL : "write";
+        if (r->error_body_truncated) return NULL;
+        kind = "write";
+        break;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_CONNECT:
-        return "connect";
+        if (r->descriptors_exhausted) {
+            lua_pushfstring(L, "out of file descriptors (%s): %s", strerror(EMFILE), text);
+            return "resources";
+        }
+        kind = "connect";
+        break;
     case CURLE_OPERATION_TIMEDOUT:
-        return "connect_timeout";
+        kind = "connect_timeout";
+        break;
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CIPHER:
     case CURLE_SSL_CACERT_BADFILE:
-        return "tls";
+        kind = "tls";
+        break;
     case CURLE_OUT_OF_MEMORY:
-        return "memory";
+        /* libcurl 7.88's words for two of its size limits (see the top). */
+        if (r->request_head + REQUEST_HEAD_SLACK > CURL_REQUEST_HEAD_LIMIT) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "the request line and headers exceed libcurl's limit of %d bytes "
+                     "(the URL is %zu bytes)",
+                     CURL_REQUEST_HEAD_LIMIT, r->url_length);
+            lua_pushstring(L, msg);
+            return "too_large";
+        }
+        if (r->first_byte_at > 0 && r->delivered == 0 && r->error_body.len == 0) {
+            lua_pushliteral(L, "a response header line exceeds libcurl's limit of 102400 bytes");
+            return "too_large";
+        }
+        kind = "memory";
+        break;
+    case CURLE_RECV_ERROR:
+        /* Debian's 7.88 caps all response headers together (CVE-2023-38039
+         * fix) and says so only in the error buffer. */
+        if (strncmp(r->errbuf, "Too large response headers", 26) == 0) {
+            lua_pushfstring(L, "the response headers are too large for libcurl (%s)", r->errbuf);
+            return "too_large";
+        }
+        break;
     default:
-        return "network";
+        break;
     }
+    lua_pushstring(L, text);
+    return kind;
 }
 
-/* r:result() -> nil while running; else failure (string or nil), message */
+/* r:result() -> nil while running or on success; else kind, message */
 static int request_result(lua_State *L) {
     fish_request *r = fish_check_request(L, 1);
     if (r->state != REQ_DONE) return 0;
-    const char *kind = failure_kind(r);
+    const char *kind = push_failure(L, r);
     if (!kind) {
         lua_pushnil(L);
         return 1;
     }
     lua_pushstring(L, kind);
-    if (r->file_errno)
-        lua_pushfstring(L, "cannot write %s: %s", r->file_path, strerror(r->file_errno));
-    else if (r->canceled)
-        lua_pushliteral(L, "canceled");
-    else
-        lua_pushstring(L, r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result));
+    lua_insert(L, -2);
     return 2;
+}
+
+static int fail_with(lua_State *L, const char *message) {
+    lua_pushnil(L);
+    lua_pushstring(L, message);
+    return 2;
+}
+
+static const char *check_path(lua_State *L, int idx) {
+    size_t len = 0;
+    const char *path = luaL_checklstring(L, idx, &len);
+    if (strlen(path) != len) luaL_argerror(L, idx, "path contains a NUL byte");
+    return path;
+}
+
+/* r:commit(target) -> true | nil, message. After a transfer that succeeded
+ * with a 2xx, put the download in place: flush, fsync and close the
+ * temporary file, then rename it over target (one file system: Lua names
+ * the temporary file beside the target). Until then the file is the
+ * request's, and close() removes it. */
+static int request_commit(lua_State *L) {
+    fish_request *r = fish_check_request(L, 1);
+    const char *target = check_path(L, 2);
+    if (r->sink != SINK_FILE) return luaL_argerror(L, 1, "request has no file sink");
+    if (r->state != REQ_DONE) return luaL_argerror(L, 1, "request has not finished");
+    if (r->committed) return luaL_argerror(L, 1, "request was already committed");
+    if (push_failure(L, r) || !is_success(r->status))
+        return fail_with(L, "cannot commit: the transfer did not succeed");
+    int err = 0;
+    if (!r->file_created) { /* a 2xx with an empty body: an empty file */
+        err = open_sink_file(r);
+        if (err) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "cannot create %s: %s", r->file_path, strerror(err));
+            return 2;
+        }
+    }
+    if (r->file) {
+        err = fish_sync(r->file);
+        if (fclose(r->file) != 0 && !err) err = errno ? errno : EIO;
+        r->file = NULL;
+        if (err) {
+            r->file_errno = err; /* the result now says so, and commit refuses */
+            lua_pushnil(L);
+            lua_pushfstring(L, "cannot write %s: %s", r->file_path, strerror(err));
+            return 2;
+        }
+    }
+    err = fish_replace(r->file_path, target);
+    if (err) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot move %s to %s: %s", r->file_path, target, strerror(err));
+        return 2;
+    }
+    r->committed = 1;
+    untrack_temp(r);
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 static void push_buffer(lua_State *L, const fish_buffer *b) {
@@ -390,6 +831,15 @@ static int request_take(lua_State *L) {
     push_buffer(L, &r->response);
     fish_buffer_reset(&r->response);
     return 1;
+}
+
+/* r:buffered() -> bytes held for take(), bytes allocated for them. For
+ * tests and diagnostics: shows what a body costs in memory. */
+static int request_buffered(lua_State *L) {
+    fish_request *r = fish_check_request(L, 1);
+    fish_pushint64(L, (int64_t)r->response.len);
+    fish_pushint64(L, (int64_t)r->response.cap);
+    return 2;
 }
 
 /* r:error_body() -> the kept part of a non-2xx body, truncated? */
@@ -452,7 +902,8 @@ int fish_open_request(lua_State *L) {
         {"status", request_status}, {"result", request_result},
         {"take", request_take},     {"error_body", request_error_body},
         {"header", request_header}, {"progress", request_progress},
-        {"cancel", request_cancel}, {NULL, NULL},
+        {"cancel", request_cancel}, {"commit", request_commit},
+        {"buffered", request_buffered}, {NULL, NULL},
     };
     fish_class_register(L, FISH_REQUEST_MT, methods, request_close, request_tostring);
     lua_pushcfunction(L, request_new);

@@ -5,6 +5,7 @@
 #define FISH_REQUEST_H
 
 #include <curl/curl.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "buffer.h"
@@ -24,14 +25,29 @@ typedef struct fish_request {
     struct curl_slist *headers;
     curl_mime *mime;
     fish_buffer body;        /* request body; CURLOPT_POSTFIELDS points into it */
-    fish_buffer response;    /* 2xx bytes: the whole body, or the undrained part */
+    fish_buffer response;    /* 2xx bytes: the whole body, or the untaken part */
     fish_buffer error_body;  /* non-2xx body, kept up to error_body_limit */
     size_t error_body_limit;
     int error_body_truncated;
     fish_sink sink;
-    char *file_path;         /* SINK_FILE: created on the first 2xx byte */
+    int64_t max_bytes;       /* cap on response.len; -1: none */
+    int sized;               /* the first 2xx byte has been seen (and Content-Length read) */
+    int too_large;           /* we stopped the body at max_bytes */
+    int out_of_memory;       /* response could not grow */
+    char *file_path;         /* SINK_FILE: the temporary file, created on the first 2xx byte */
+    int file_mode;           /* its permission bits (the target's), or -1 for the default */
     FILE *file;
+    int file_created;        /* file_path is ours (O_EXCL made it): close removes it... */
+    int committed;           /* ...unless commit renamed it into place */
+    long file_owner;         /* process that created it */
+    struct fish_request *temp_prev, *temp_next; /* the list of files to remove at exit */
     int file_errno;          /* why writing the file failed, 0 if it did not */
+    const char *upload_changed; /* path of a mime file that changed size mid-upload */
+    const char *upload_failed;  /* path of a mime file that could not be read... */
+    int upload_errno;           /* ...and why */
+    int descriptors_exhausted;  /* connect/resolve failed while no fd was free */
+    size_t url_length;
+    size_t request_head;     /* bytes of URL, method and header lines we gave libcurl */
     long status;             /* HTTP status, 0 until the body starts or ends */
     curl_off_t delivered;    /* 2xx bytes handed to the sink */
     double started_at, first_byte_at, last_activity_at;
@@ -46,6 +62,11 @@ typedef struct fish_request {
 } fish_request;
 
 int fish_open_request(lua_State *L);
+
+/* Once per process, before the first request: remove the temporary files of
+ * requests still open when the process exits (os.exit skips __gc). */
+void fish_request_init_process(void);
+
 fish_request *fish_check_request(lua_State *L, int idx);
 
 /* Called by the engine once libcurl reports the transfer finished, or when
