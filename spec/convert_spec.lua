@@ -71,7 +71,7 @@ describe("fish.convert", function()
       assert.has_error(function() fish.file(dir .. "/nope.wav") end)
       local ok, err = pcall(fish.file, dir .. "/nope.wav")
       assert.is_false(ok)
-      assert.matches("fish.file: cannot open .*nope.wav", err)
+      assert.matches("fish.file: cannot use .*nope.wav", err)
     end)
   end)
 

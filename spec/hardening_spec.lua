@@ -255,8 +255,167 @@ describe("hardening", function()
     end)
 
     it("say how long a URL is when libcurl would refuse it", function()
-      raises(client.voices.list, "fish.voices.list", "request URL would be", "8 MiB")({ title = string.rep("t", 9 * 1024 * 1024) })
+      raises(client.voices.list, "fish.voices.list", "request URL would be", "8,000,000")({ title = string.rep("t", 9 * 1024 * 1024) })
       assert.equal(0, #srv:requests())
+    end)
+  end)
+
+  describe("files", function()
+    it("accepts only regular, non-empty files, checked by stat (a FIFO never blocks)", function()
+      local fifo = dir .. "/pipe"
+      assert(os.execute("mkfifo " .. files.quote(fifo)))
+      raises(fish.file, "is a fifo, not a regular file")(fifo)
+      raises(fish.file, "is a char, not a regular file")("/dev/zero")
+      raises(fish.file, "is a directory, not a regular file")(dir)
+      local empty = dir .. "/empty.wav"
+      files.write(empty, "")
+      raises(fish.file, "is empty")(empty)
+      raises(fish.file, "No such file")(dir .. "/missing.wav")
+      raises(fish.file, "NUL")(REFERENCE_WAV .. "\0.txt")
+    end)
+
+    it("refuse a sample deleted or changed after fish.file, naming the field, before any request", function()
+      local path = dir .. "/sample.wav"
+      files.write(path, files.read(REFERENCE_WAV))
+      local sample = fish.file(path)
+      os.remove(path)
+      raises(client.voices.create, "field 'voices[1]'", path, "No such file")({ title = "t", voices = { sample } })
+      raises(client.convert, "field 'references[1].audio'", "No such file")({
+        text = "x", references = { { audio = sample, text = "t" } } })
+      files.write(path, files.read(REFERENCE_WAV) .. "more")
+      raises(client.asr.transcribe, "field 'audio'", "changed size since fish.file")({ audio = sample })
+      assert.equal(0, #srv:requests())
+    end)
+  end)
+
+  describe("out", function()
+    it("is checked before anything is sent and billed", function()
+      local fifo = dir .. "/target.fifo"
+      os.execute("mkfifo " .. files.quote(fifo))
+      raises(client.convert, "field 'out'", "must be a file path")({ text = "x", out = "" })
+      raises(client.convert, "field 'out'", "No such file")({ text = "x", out = dir .. "/missing/x.wav" })
+      raises(client.convert, "field 'out'", "is a directory")({ text = "x", out = dir })
+      raises(client.convert, "field 'out'", "names a directory")({ text = "x", out = dir .. "/" })
+      raises(client.convert, "field 'out'", "is a fifo, not a regular file")({ text = "x", out = fifo })
+      raises(client.convert, "field 'out'", "/dev/null exists and is a char")({ text = "x", out = "/dev/null" })
+      raises(client.convert, "field 'out'", "NUL")({ text = "x", out = dir .. "/a\0b.wav" })
+      if files.capture("id -u"):match("^0") == nil then
+        local locked = dir .. "/locked"
+        os.execute("mkdir " .. files.quote(locked) .. " && chmod 500 " .. files.quote(locked))
+        raises(client.convert, "field 'out'", "not writable")({ text = "x", out = locked .. "/x.wav" })
+      end
+      assert.equal(0, #srv:requests())
+    end)
+
+    it("keeps the mode of the file it replaces, and leaves a new file to the umask", function()
+      local target = dir .. "/private.wav"
+      files.write(target, "old")
+      os.execute("chmod 600 " .. files.quote(target))
+      assert(client.convert({ text = "mode", format = "wav", out = target }))
+      assert.equal("600", files.capture("stat -c %a " .. files.quote(target)):match("%d+"))
+      local fresh = dir .. "/fresh.wav"
+      assert(client.convert({ text = "mode", format = "wav", out = fresh }))
+      -- touch creates files as open(2) does: 0666 less the umask.
+      local probe = dir .. "/probe"
+      os.execute("touch " .. files.quote(probe))
+      local expected = files.capture("stat -c %a " .. files.quote(probe)):match("%d+")
+      assert.equal(expected, files.capture("stat -c %a " .. files.quote(fresh)):match("%d+"))
+    end)
+  end)
+
+  describe("size caps", function()
+    it("fail an audio answer past max_bytes with kind too_large", function()
+      local audio, message, err = client.convert({ text = string.rep("long ", 50), format = "wav", max_bytes = 1000 })
+      assert.is_nil(audio)
+      assert.equal("too_large", err.kind, message)
+      assert.matches("1000 bytes", message)
+      assert.is_nil(message:find("Failure writing output", 1, true))
+    end)
+
+    it("fail an endless JSON answer with kind too_large, without reading it all", function()
+      local c = fish.new({ api_key = srv.api_key, base_url = srv.url, retries = 0, max_json_bytes = 1024 * 1024 })
+      srv:fault("/model/seed-voice-1", { status = 200, big_body = 4 * 1024 * 1024 * 1024, content_type = "application/json" })
+      local voice, message, err = c.voices.get("seed-voice-1")
+      assert.is_nil(voice)
+      assert.equal("too_large", err.kind, message)
+      c.close()
+    end)
+  end)
+
+  describe("proxies", function()
+    local proxy, proxy_log, proxy_url
+
+    setup(function()
+      proxy_log = dir .. "/proxy.log"
+      files.write(proxy_log, "")
+      proxy = io.popen(("%s %s %s"):format(server.PYTHON, files.quote(server.ROOT .. "/spec/support/fake_proxy.py"),
+        files.quote(proxy_log)))
+      local port = proxy:read("*l"):match("LISTENING (%d+)")
+      proxy_url = "http://127.0.0.1:" .. port
+    end)
+
+    teardown(function()
+      os.execute("pkill -f " .. files.quote("fake_proxy.py " .. proxy_log))
+      proxy:close()
+    end)
+
+    -- A child process with proxy variables set: returns what it printed.
+    local function child(env, lua)
+      local script = os.tmpname()
+      files.write(script, ("package.path = %q; package.cpath = %q\n"):format(package.path, package.cpath) .. lua)
+      local out = files.capture(("%s %s %s 2>&1"):format(env, require("support.abi").interpreter, files.quote(script)))
+      os.remove(script)
+      return out
+    end
+
+    it("never proxies loopback or plain http, whatever the environment says", function()
+      local env = ("http_proxy=%s HTTP_PROXY=%s https_proxy=%s ALL_PROXY=%s all_proxy=%s"):format(
+        proxy_url, proxy_url, proxy_url, proxy_url, proxy_url)
+      local out = child(env, ([[
+        local fish = require("fish")
+        local c = fish.new({ api_key = %q, base_url = %q, retries = 0 })
+        local audio, message = c.convert({ text = "direct", format = "pcm" })
+        print(audio and "ok" or message)
+      ]]):format(srv.api_key, srv.url))
+      assert.matches("^ok", out)
+      assert.equal("", files.read(proxy_log))
+      assert.equal(1, #srv:requests())
+    end)
+
+    it("refuses an explicit proxy for a plain-http base URL", function()
+      raises(fish.new, "option 'proxy'", "https")({ api_key = "k", base_url = "http://example.com", insecure = true,
+        proxy = proxy_url })
+      raises(fish.new, "option 'proxy'")({ api_key = "k", base_url = "https://example.com", proxy = 5 })
+    end)
+
+    it("tunnels https through CONNECT, so the proxy never sees the key", function()
+      files.write(proxy_log, "")
+      local c = fish.new({ api_key = "secret-key-0123456789", base_url = "https://api.example.invalid",
+        retries = 0, proxy = proxy_url })
+      local audio, message = c.convert({ text = "tunnel", format = "pcm" })
+      assert.is_nil(audio, message)
+      local seen = files.read(proxy_log)
+      assert.matches("^CONNECT api%.example%.invalid:443 HTTP/1%.1", seen)
+      assert.is_nil(seen:find("secret-key", 1, true), seen)
+      assert.is_nil(seen:lower():find("authorization", 1, true), seen)
+      c.close()
+    end)
+
+    it("takes https_proxy from the environment unless no_proxy names the host", function()
+      local script = [[
+        local fish = require("fish")
+        local c = fish.new({ api_key = "k", base_url = "https://api.example.invalid", retries = 0 })
+        print(select(2, c.convert({ text = "env", format = "pcm" })))
+      ]]
+      files.write(proxy_log, "")
+      child("https_proxy=" .. proxy_url, script)
+      assert.matches("^CONNECT api%.example%.invalid:443", files.read(proxy_log))
+      files.write(proxy_log, "")
+      child(("https_proxy=%s no_proxy=localhost,.example.invalid"):format(proxy_url), script)
+      assert.equal("", files.read(proxy_log))
+      files.write(proxy_log, "")
+      child(("https_proxy=%s"):format(proxy_url), script:gsub("retries = 0", "retries = 0, proxy = false"))
+      assert.equal("", files.read(proxy_log))
     end)
   end)
 

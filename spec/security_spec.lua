@@ -153,6 +153,7 @@ describe("security", function()
         "network", "network" }, kinds)
 
       local path = os.tmpname()
+      write_file(path, "audio")
       for _, value in ipairs({ client, dead, tls, client.voices, client.asr, client.account, token,
         fish.cancel_token(), fish.file(path) }) do
         assert_no_key(KEY, tostring(value), "tostring(" .. tostring(value) .. ")")

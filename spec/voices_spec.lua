@@ -270,8 +270,9 @@ describe("fish.voices", function()
         { { title = "t", voices = { SAMPLE }, type = "svc" }, "type" },
         { { title = "   ", voices = { SAMPLE } }, "title" },
         { { title = "t", voices = too_many }, "voices" },
-        { { title = "t", voices = { fish.file(empty) } }, "Uploaded voice file is empty" },
       }
+      -- An empty sample never reaches the server: fish.file refuses it.
+      assert.matches("is empty", select(2, pcall(fish.file, empty)))
       for _, case in ipairs(cases) do
         local voice, _, err = client.voices.create(case[1])
         assert.is_nil(voice)

@@ -24,7 +24,8 @@ function asr.encode(args)
   w:map(args.language and 3 or 2)
   w:str("audio")
   if file.is(audio) then
-    local ok, why = w:bin_file(audio.path)
+    file.check(audio, "fish.asr.transcribe", "audio")
+    local ok, why = w:bin_file(audio.path, audio.size)
     if not ok then fail("audio", why) end
   else
     w:bin(audio)

@@ -197,10 +197,10 @@ function State:send(spec, args, fn)
     if extra ~= "" then query = query ~= "" and (query .. "&" .. extra) or extra end
   end
   spec.url = self.base_url .. spec.path .. (query ~= "" and ("?" .. query) or "")
-  -- libcurl refuses URLs over 8 MiB with a bare "malformed": say which call
-  -- and how long, before anything is sent.
-  if #spec.url > 8 * 1024 * 1024 then
-    util.raise(("%s: the request URL would be %d bytes, over libcurl's limit of 8 MiB: shorten the "
+  -- libcurl refuses URLs over 8,000,000 bytes with a bare "malformed": say
+  -- which call and how long, before anything is sent.
+  if #spec.url > 8000000 then
+    util.raise(("%s: the request URL would be %d bytes, over libcurl's limit of 8,000,000: shorten the "
       .. "parameters (a filter such as 'title', or 'query')"):format(fn, #spec.url))
   end
   spec.headers = self:headers(api_key, call_headers, spec.headers)

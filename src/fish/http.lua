@@ -83,7 +83,9 @@ local function transfer_error(request, failure, message, limits)
     return errors.new({ kind = "timeout", timeout = "connect", message = message_text })
   end
   if failure == "write" then return errors.new({ kind = "io", message = message }) end
-  if failure == "file_changed" then return errors.new({ kind = "io", cause = failure, message = message }) end
+  if failure == "file_changed" or failure == "read" then
+    return errors.new({ kind = "io", cause = failure, message = message })
+  end
   if failure == "too_large" or failure == "resources" then return errors.new({ kind = failure, message = message }) end
   return errors.new({ kind = "network", cause = failure, message = message })
 end
@@ -120,7 +122,7 @@ local function await(client, spec, request)
   end
 end
 
--- Run one attempt. Returns the finished request and, for `out`, the temp path.
+-- Run one attempt. Returns the finished request.
 local function attempt(client, spec, limits)
   local temp
   local sink = "buffer"
@@ -148,12 +150,12 @@ local function attempt(client, spec, limits)
   if spec.cancel then spec.cancel:watch(request) end
   loop.start(request, limits)
   await(client, spec, request)
-  return request, temp
+  return request
 end
 
 -- The outcome of a finished request: response, or nil plus error and
 -- whether trying again is safe.
-local function outcome(spec, request, temp, limits)
+local function outcome(spec, request, limits)
   local failure, message = request:result()
   local delivered, _, first_byte_at = request:progress()
   local status = request:status()
@@ -187,15 +189,13 @@ local function outcome(spec, request, temp, limits)
     body = (not spec.out and not spec.on_chunk) and (request:take() or "") or nil,
     bytes = delivered,
     content_type = request:header("Content-Type"),
-    temp = temp,
   }
 end
 
 -- Move a finished download into place. The request's commit renames its
 -- own temporary file; a request closed without one removes it.
-local function commit(request, spec, temp)
-  local ok, why
-  if request.commit then ok, why = request:commit(spec.out) else ok, why = os.rename(temp, spec.out) end -- TRANSITION
+local function commit(request, spec)
+  local ok, why = request:commit(spec.out)
   if ok then return true end
   return nil, errors.new({ kind = "io", message = "cannot move the audio into place: " .. tostring(why) })
 end
@@ -218,14 +218,13 @@ function http.send(client, spec)
       err = errors.new({ kind = "canceled", message = "the client was closed", attempts = n - 1 })
       break
     end
-    local request, temp = attempt(client, spec, limits)
-    response, err, safe = outcome(spec, request, temp, limits)
+    local request = attempt(client, spec, limits)
+    response, err, safe = outcome(spec, request, limits)
     if response and spec.out then
-      local committed, why = commit(request, spec, temp)
+      local committed, why = commit(request, spec)
       if not committed then response, err, safe = nil, why, false end
     end
     request:close()
-    if temp and not request.commit then os.remove(temp) end -- TRANSITION
     if response then
       response.attempts = n
       return response

@@ -76,6 +76,7 @@ local function check_reference(ref, where)
     fail(where .. ".audio", "must be bytes (a string) or fish.file(path)")
   end
   if ref.audio == "" then fail(where .. ".audio", "is empty") end
+  if file.is(ref.audio) then file.check(ref.audio, WHERE, where .. ".audio") end
   if type(ref.text) ~= "string" then fail(where .. ".text", "must be the transcript of the audio (a string)") end
   util.check_text(WHERE, where .. ".text", ref.text)
 end
@@ -198,7 +199,7 @@ function tts.check(args)
       check_extra_value("extra." .. key, value, 1)
     end
   end
-  if args.out ~= nil and type(args.out) ~= "string" then fail("out", "must be a file path") end
+  if args.out ~= nil then util.check_output_path(WHERE, "out", args.out) end
   if args.on_chunk ~= nil and type(args.on_chunk) ~= "function" then fail("on_chunk", "must be a function") end
   if args.out and args.on_chunk then fail("out", "cannot be combined with on_chunk") end
   if args.max_bytes ~= nil then util.check_byte_count(WHERE, "max_bytes", args.max_bytes) end
@@ -211,7 +212,7 @@ end
 
 local function write_audio(w, audio, where)
   if file.is(audio) then
-    local ok, why = w:bin_file(audio.path)
+    local ok, why = w:bin_file(audio.path, audio.size)
     if not ok then util.raise(("%s: field '%s' %s"):format(WHERE, where, why)) end
   else
     w:bin(audio)

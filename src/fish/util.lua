@@ -1,5 +1,7 @@
 -- Small helpers shared by the API modules: argument errors that point at
 -- the caller's line, type checks, and URL encoding.
+local core = require("fish.core")
+
 local util = {}
 
 -- Options every API call accepts besides its own fields.
@@ -43,6 +45,27 @@ function util.check_seconds(fn, what, v)
   end
   if v > util.MAX_SECONDS then return util.MAX_SECONDS end
   return v
+end
+
+-- A path that audio may be written to, checked before anything is sent (and
+-- billed): a string naming a regular file or nothing yet, in a directory
+-- that exists and is writable. A FIFO or a device would be replaced by a
+-- regular file on rename, so existing non-regular targets are refused.
+function util.check_output_path(fn, field, path)
+  local function refuse(why) util.raise(("%s: field '%s' %s"):format(fn, field, why)) end
+  if type(path) ~= "string" or path == "" then refuse("must be a file path (a non-empty string)") end
+  if path:find("\0", 1, true) then refuse("contains a NUL byte") end
+  if path:sub(-1) == "/" then refuse(path .. " names a directory, not a file") end
+  local target = core.stat(path)
+  if target and target.type ~= "file" then
+    refuse(("%s exists and is a %s, not a regular file"):format(path, target.type))
+  end
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  if dir == "" then dir = "/" end
+  local info, why = core.stat(dir)
+  if not info then refuse("cannot be written: " .. why) end
+  if info.type ~= "directory" then refuse(("cannot be written: %s is not a directory"):format(dir)) end
+  if not info.writable then refuse(("cannot be written: the directory %s is not writable"):format(dir)) end
 end
 
 -- A positive whole number of bytes, for size caps.

@@ -29,8 +29,9 @@ end
 -- from disk by libcurl; bytes travel as they are, named "upload".
 local function file_part(fn, name, value, field)
   if file.is(value) then
+    file.check(value, fn, field)
     local filename = file.basename(value)
-    return { name = name, file = value.path, filename = filename, type = content_type_for(filename) }
+    return { name = name, file = value.path, size = value.size, filename = filename, type = content_type_for(filename) }
   end
   if type(value) ~= "string" or value == "" then
     fail(fn, field, "must be bytes (a non-empty string) or fish.file(path)")

@@ -45,8 +45,8 @@ local fish = {}
 ---@field insecure boolean? allow the key over plain http to a non-loopback host (default false)
 ---@field pause fun(seconds: number)? a host's sleep, e.g. `ngx.sleep`: every wait goes through it
 ---@field headers table<string, string>? extra request headers for every call, name to value
----@field proxy string|false|nil a proxy URL for https base URLs; `false`: none. Default: `https_proxy`/`all_proxy` unless `no_proxy` names the host. Plain http and loopback are never proxied
----@field max_json_bytes integer? the most bytes a JSON answer may have (default 16 MiB); past it the call fails with kind `"too_large"`
+---@field proxy string|false|nil a proxy URL (https base URLs only); `false`: none; default from the environment
+---@field max_json_bytes integer? the most bytes of a JSON answer (default 16 MiB), else kind `"too_large"`
 
 --- Options that every API call takes besides its own fields.
 -- The time limits apply to each attempt.
@@ -135,7 +135,7 @@ function fish.file(path) end
 ---@field model string|false|nil the `model` header for this call; `false` sends none
 ---@field out string? stream the audio into this file: it is written beside it and renamed over it on success
 ---@field on_chunk fun(bytes: string)? receive each chunk of audio as it arrives
----@field max_bytes integer? the most audio bytes to keep in memory (or to hold unread for `on_chunk`); past it the call fails with kind `"too_large"`
+---@field max_bytes integer? the most audio bytes held in memory (unread, for `on_chunk`), else kind `"too_large"`
 
 --- Text to speech (`POST /v1/tts`), on the default client.
 -- Returns the audio bytes; with `out = path`, `path, size` (a failure leaves no file, or the old
