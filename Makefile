@@ -150,7 +150,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_BUILD = build/fuzz
 FUZZ_CC = clang
 FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Isrc $(call lua_cflags,lua5.4,lua5.4) $(CURL_CFLAGS)
-FUZZ_TARGETS = msgpack_read msgpack_decode response
+FUZZ_TARGETS = msgpack_read msgpack_decode response args
 CORE_SOURCES = $(filter-out src/core.c,$(C_SOURCES))
 
 $(FUZZ_BUILD)/msgpack_read_fuzz: spec/fuzz/msgpack_read_fuzz.c src/msgpack_read.c src/msgpack_write.c src/buffer.c
@@ -162,6 +162,12 @@ $(FUZZ_BUILD)/msgpack_decode_fuzz: spec/fuzz/msgpack_decode_fuzz.c src/lmsgpack.
 	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@ -llua5.4
 
 $(FUZZ_BUILD)/response_fuzz: spec/fuzz/response_fuzz.c $(C_SOURCES)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -DFISH_ROOT='"$(CURDIR)"' $^ -o $@ -llua5.4 $(CURL_LIBS)
+
+# The Lua half (stub transport, input bytecode, verdict) is args_fuzz.lua,
+# read at start-up like src/fish/*.lua: a rebuild is needed only for the C.
+$(FUZZ_BUILD)/args_fuzz: spec/fuzz/args_fuzz.c $(C_SOURCES)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -DFISH_ROOT='"$(CURDIR)"' $^ -o $@ -llua5.4 $(CURL_LIBS)
 
