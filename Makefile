@@ -205,10 +205,21 @@ docs:
 	ldoc --fatalwarnings --testing -c src/types/config.ld -d $(abspath $(DOCS_DIR)) .
 	@test -f $(DOCS_DIR)/index.html && echo "docs: $(DOCS_DIR)/index.html"
 
+# The fish-audio command goes to $(BINDIR), its first line naming the Lua
+# it was installed for and its INSTALL line the directories above, so it
+# runs without LUA_PATH.
+BINDIR ?= $(PREFIX)/bin
+CLI_SOURCES = $(wildcard src/fish/cli/*.lua)
+
 install: $(MODULE)
-	install -d $(DESTDIR)$(LUADIR)/fish $(DESTDIR)$(LIBDIR)/fish
+	install -d $(DESTDIR)$(LUADIR)/fish/cli $(DESTDIR)$(LIBDIR)/fish $(DESTDIR)$(BINDIR)
 	install -m 644 $(LUA_SOURCES) $(DESTDIR)$(LUADIR)/fish/
+	install -m 644 $(CLI_SOURCES) $(DESTDIR)$(LUADIR)/fish/cli/
 	install -m 755 $(MODULE) $(DESTDIR)$(LIBDIR)/fish/core.so
+	sed -e '1s|.*|#!/usr/bin/env $(LUA)|' \
+	    -e 's|^local INSTALL = nil.*|local INSTALL = { lua = [==[$(LUADIR)]==], lib = [==[$(LIBDIR)]==] }|' \
+	    src/bin/fish-audio > $(DESTDIR)$(BINDIR)/fish-audio
+	chmod 755 $(DESTDIR)$(BINDIR)/fish-audio
 
 clean:
 	rm -rf build

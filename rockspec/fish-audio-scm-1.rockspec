@@ -44,6 +44,24 @@ build = {
     ["fish.tts"] = "src/fish/tts.lua",
     ["fish.util"] = "src/fish/util.lua",
     ["fish.voices"] = "src/fish/voices.lua",
+    ["fish.cli.args"] = "src/fish/cli/args.lua",
+    ["fish.cli.batch"] = "src/fish/cli/batch.lua",
+    ["fish.cli.credits"] = "src/fish/cli/credits.lua",
+    ["fish.cli.csv"] = "src/fish/cli/csv.lua",
+    ["fish.cli.failure"] = "src/fish/cli/failure.lua",
+    ["fish.cli.fs"] = "src/fish/cli/fs.lua",
+    ["fish.cli.hash"] = "src/fish/cli/hash.lua",
+    ["fish.cli.main"] = "src/fish/cli/main.lua",
+    ["fish.cli.manifest"] = "src/fish/cli/manifest.lua",
+    ["fish.cli.outdir"] = "src/fish/cli/outdir.lua",
+    ["fish.cli.progress"] = "src/fish/cli/progress.lua",
+    ["fish.cli.report"] = "src/fish/cli/report.lua",
+    ["fish.cli.runner"] = "src/fish/cli/runner.lua",
+    ["fish.cli.say"] = "src/fish/cli/say.lua",
+    ["fish.cli.session"] = "src/fish/cli/session.lua",
+    ["fish.cli.speech"] = "src/fish/cli/speech.lua",
+    ["fish.cli.transcribe"] = "src/fish/cli/transcribe.lua",
+    ["fish.cli.voices"] = "src/fish/cli/voices.lua",
     ["fish.core"] = {
       sources = {
         "src/buffer.c", "src/class.c", "src/compat.c", "src/core.c", "src/engine.c", "src/lmsgpack.c",
@@ -53,5 +71,10 @@ build = {
       libraries = { "curl" },
       libdirs = { "$(CURL_LIBDIR)" },
     },
+  },
+  -- The fish-audio command (src/bin/fish-audio); LuaRocks puts a wrapper
+  -- that sets the rock tree's paths in the tree's bin/.
+  install = {
+    bin = { ["fish-audio"] = "src/bin/fish-audio" },
   },
 }

@@ -140,12 +140,17 @@ describe("the rock", function()
     end
   end)
 
-  once("each rockspec installs exactly src/fish/*.lua, and fish.core from exactly src/*.c", function()
+  once("each rockspec installs exactly src/fish/*.lua and src/fish/cli/*.lua, and fish.core from exactly src/*.c",
+      function()
     local expected = {}
     for _, file in ipairs(names_ending("src/fish", ".lua")) do
       local base = file:sub(1, -5)
       expected[base == "init" and "fish" or "fish." .. base] = "src/fish/" .. file
     end
+    -- The fish-audio command's modules.
+    local cli = names_ending("src/fish/cli", ".lua")
+    assert.is_true(#cli > 0, "no src/fish/cli/*.lua under " .. ROOT)
+    for _, file in ipairs(cli) do expected["fish.cli." .. file:sub(1, -5)] = "src/fish/cli/" .. file end
     local c_sources = {}
     for _, file in ipairs(names_ending("src", ".c")) do c_sources[#c_sources + 1] = "src/" .. file end
     assert.is_true(#c_sources > 0 and expected.fish ~= nil, "no sources found under " .. ROOT)
@@ -164,6 +169,15 @@ describe("the rock", function()
       table.sort(sources)
       assert.same(c_sources, sources, name .. ": fish.core sources against src/*.c")
       assert.same({ "curl" }, core.libraries, name)
+    end
+  end)
+
+  once("each rockspec installs the fish-audio command from src/bin/fish-audio", function()
+    assert.is_true(files.exists(ROOT .. "/src/bin/fish-audio"), "src/bin/fish-audio is missing")
+    for _, name in ipairs(ROCKSPECS) do
+      local install = rockspec(name).build.install
+      assert.equals("table", type(install), name .. ": build.install is missing")
+      assert.same({ ["fish-audio"] = "src/bin/fish-audio" }, install.bin, name .. ": build.install.bin")
     end
   end)
 
@@ -283,6 +297,14 @@ io.write("loaded ", require("fish")._VERSION, " with ", require("fish.core").cur
           :format(q(work), UNSET_LUA_ENV, LUA, table.concat(args, " ")))
         assert.is_true(loaded, msg)
         assert.matches("^loaded fish %d+%.%d+%.%d+ with %d+%.%d+", msg)
+
+        -- The command, through the wrapper LuaRocks writes into the tree's
+        -- bin/, with no Lua paths set: the script finds the tree's modules
+        -- from where it lies.
+        local ran, help = run(("cd %s && env %s %s --help")
+          :format(q(work), UNSET_LUA_ENV, q(tree .. "/bin/fish-audio")))
+        assert.is_true(ran, help)
+        assert.matches("usage: fish%-audio <command>", help)
       end)
     end
   end)
