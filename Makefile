@@ -193,6 +193,13 @@ demo: deps-demo
 soak: all
 	LUA_CPATH='$(CURDIR)/build/5.4/?.so;;' lua5.4 spec/soak.lua $(SOAK_REQUESTS)
 
+# fish beside a minimal C client on raw libcurl (spec/bench/raw.c): the same
+# work in the same run against a local nginx, on Lua 5.4 and LuaJIT; prints
+# medians of BENCH_RUNS runs (default 5) and the ratios. Not run by CI.
+.PHONY: bench
+bench: deps
+	lua5.4 spec/bench/run.lua
+
 # The HTML API reference in DOCS_DIR, made by LDoc from the LuaLS definition
 # file src/types/fish.lua (src/types/config.ld says how). Any LDoc warning
 # fails the target; lua-discount renders the Markdown, else LDoc shows text.
