@@ -217,6 +217,10 @@ os.execute("mkdir -p '" .. scratch .. "/dir'")
 write(scratch .. "/vanished.wav", "x")
 local vanished = fish.file(scratch .. "/vanished.wav")
 os.remove(scratch .. "/vanished.wav")
+-- And one whose file grew since.
+write(scratch .. "/changed.wav", "x")
+local changed = fish.file(scratch .. "/changed.wav")
+write(scratch .. "/changed.wav", "xyz")
 
 local FILE_PATHS = {
   scratch .. "/voice.wav", scratch .. "/empty.wav", scratch .. "/cover.png", scratch .. "/dir",
@@ -320,8 +324,8 @@ local function decode(bytes)
       local t = stack[top]
       if type(t) == "table" and key ~= nil and key == key then rawset(t, key, value) end
     elseif op == FILE then
-      local i = byte() % (#FILE_PATHS + 1)
-      push(i == 0 and vanished or fish.file(FILE_PATHS[i]))
+      local i = byte() % (#FILE_PATHS + 2)
+      push(i == 0 and vanished or FILE_PATHS[i] and fish.file(FILE_PATHS[i]) or changed)
     elseif op == FUNCTION then push(pick(FUNCTIONS))
     elseif op == USERDATA then push(pick({ userdata, light_null, light_ptr }))
     elseif op == TOKEN then
@@ -352,28 +356,9 @@ end
 
 -- Findings already reported and not fixed yet: each is skipped by its
 -- message so the fuzzer can look past it. Remove an entry once it is fixed.
-local KNOWN = {
-  -- voices.create with a fish.file that core.request cannot upload: the
-  -- file was deleted since fish.file (corpus args/finding-vanished-file), is
-  -- a directory or a device (args/finding-upload-directory). src/request.c
-  -- (mime parts) raises, and the error escapes from src/fish/http.lua
-  -- (attempt: core.request) without the call's name, instead of nil,
-  -- message, err of kind io. Worded differently as request.c changes.
-  "/vanished%.wav",
-  ": cannot upload .*: not a regular file",
-  "%(it changed after fish%.file%)",
-  -- fish.convert{ out = "a\0b" } (args/finding-out-nul): tts.check takes
-  -- any string, core.request refuses the temp path (src/request.c
-  -- opt_string) and the error escapes from src/fish/http.lua (attempt).
-  "request option 'path' contains a NUL byte",
-  "request option 'target' contains a NUL byte",
-  -- fish.file("voice.wav\0.mp3") succeeds: io.open stops at the NUL
-  -- (src/fish/file.lua). Then voices.create raises from core.request
-  -- (args/finding-file-nul-upload) and convert from w:bin_file at
-  -- src/fish/tts.lua write_audio (args/finding-file-nul-convert).
-  "request option 'file' contains a NUL byte",
-  "bad argument #1 to 'bin_file' %(path contains a NUL byte%)",
-}
+-- (Fixed since, their reproducers kept in the corpus: args/finding-vanished-
+-- file, -upload-directory, -out-nul, -file-nul-upload, -file-nul-convert.)
+local KNOWN = {}
 
 -- The same, for findings that show in what a call returns, not in a message.
 local function known_value(v)
@@ -381,6 +366,12 @@ local function known_value(v)
   -- `attempts = retries + 1` wraps to math.mininteger, no attempt runs, and
   -- the call returns nil, nil (src/fish/http.lua, http.send).
   return type(v) == "table" and rawequal(v.retries, math.maxinteger)
+end
+
+-- ARGS_FUZZ_STRICT=1 skips nothing: to see which findings are fixed.
+if os.getenv("ARGS_FUZZ_STRICT") then
+  KNOWN = {}
+  known_value = function() return false end
 end
 
 local function known(message)
@@ -477,7 +468,8 @@ local function lua_text(v, seen, depth)
   if v == userdata then return "<full userdata>" end
   if t == "userdata" then return v == light_null and "<light userdata NULL>" or "<light userdata>" end
   if t ~= "table" then return tostring(v) end
-  if v == vanished then return 'fish.file("' .. vanished.path .. '") --[[ deleted since ]]' end
+  if v == vanished then return "fish.file(" .. quote(v.path) .. ") --[[ deleted since ]]" end
+  if v == changed then return "fish.file(" .. quote(v.path) .. ") --[[ grown since ]]" end
   if getmetatable(v) and tostring(v):find("^fish%.file") then return "fish.file(" .. quote(v.path) .. ")" end
   if getmetatable(v) and tostring(v):find("^fish%.cancel_token") then
     return v.canceled and "fish.cancel_token() --[[ canceled ]]" or "fish.cancel_token()"
@@ -531,7 +523,7 @@ function tools.assemble(call, program)
     elseif op == "set" then emit(SET_KEY, index_of(KEYS, arg) - 1)
     elseif op == "seti" then emit(SET_INDEX, arg - 1)
     elseif op == "setany" then emit(SET_ANY)
-    elseif op == "file" then emit(FILE, arg) -- 0: the vanished file, 1..: FILE_PATHS
+    elseif op == "file" then emit(FILE, arg) -- 0: the vanished file, 1..: FILE_PATHS, then the grown one
     elseif op == "fn" then emit(FUNCTION, arg - 1)
     elseif op == "userdata" then emit(USERDATA, arg - 1)
     elseif op == "token" then emit(TOKEN, arg and 1 or 0)
