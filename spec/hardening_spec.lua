@@ -343,19 +343,22 @@ describe("hardening", function()
   end)
 
   describe("proxies", function()
-    local proxy, proxy_log, proxy_url
+    local proxy, proxy_pid, proxy_log, proxy_url
 
     setup(function()
       proxy_log = dir .. "/proxy.log"
       files.write(proxy_log, "")
-      proxy = io.popen(("%s %s %s"):format(server.PYTHON, files.quote(server.ROOT .. "/spec/support/fake_proxy.py"),
-        files.quote(proxy_log)))
-      local port = proxy:read("*l"):match("LISTENING (%d+)")
+      -- env -u LD_PRELOAD: under make test-asan, only Lua gets the sanitizer.
+      proxy = io.popen(("env -u LD_PRELOAD %s %s %s"):format(server.PYTHON,
+        files.quote(server.ROOT .. "/spec/support/fake_proxy.py"), files.quote(proxy_log)))
+      local port
+      port, proxy_pid = proxy:read("*l"):match("LISTENING (%d+) (%d+)")
       proxy_url = "http://127.0.0.1:" .. port
     end)
 
     teardown(function()
-      os.execute("pkill -f " .. files.quote("fake_proxy.py " .. proxy_log))
+      -- By pid: closing the pipe waits for the proxy to exit.
+      os.execute("env -u LD_PRELOAD kill " .. proxy_pid)
       proxy:close()
     end)
 

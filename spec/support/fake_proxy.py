@@ -4,8 +4,9 @@ headers a client sent to its proxy) to a log file, then hangs up. It never
 relays anything, so a spec learns exactly what a client would have shown a
 proxy, and nothing reaches the network.
 
-    python3 fake_proxy.py LOGFILE      prints "LISTENING <port>"
+    python3 fake_proxy.py LOGFILE      prints "LISTENING <port> <pid>"
 """
+import os
 import socket
 import sys
 import threading
@@ -35,7 +36,7 @@ def main():
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
-    print("LISTENING %d" % listener.getsockname()[1], flush=True)
+    print("LISTENING %d %d" % (listener.getsockname()[1], os.getpid()), flush=True)
     while True:
         conn, _ = listener.accept()
         threading.Thread(target=serve, args=(conn, log, lock), daemon=True).start()
