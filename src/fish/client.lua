@@ -119,9 +119,14 @@ local function check_limit(fn, name, v)
   return seconds
 end
 
+-- Far more than any caller needs (each retry waits up to 60 s), and small
+-- enough that counting attempts can never overflow an integer.
+local MAX_RETRIES = 100
+
 local function check_retries(fn, v)
-  if not util.is_integer(v) or v < 0 then
-    util.raise(("%s: option 'retries' must be a whole number >= 0, got %s"):format(fn, tostring(v)))
+  if not util.is_integer(v) or v < 0 or v > MAX_RETRIES then
+    util.raise(("%s: option 'retries' must be a whole number from 0 to %d, got %s")
+      :format(fn, MAX_RETRIES, tostring(v)))
   end
   return v
 end
