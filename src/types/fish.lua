@@ -373,9 +373,13 @@ function fish.run() end
 --- Drive transfers and tasks once, waiting at most `timeout` seconds for something to happen.
 -- `fish.step(0)` never waits, even with hundreds of transfers in flight. Raises like `fish.run`,
 -- and when called inside a fish task.
+-- With `budget`, it stops resuming tasks once that much Lua time has gone (it always resumes at
+-- least one); the others run, in order, in the next steps. Tasks that started requests have them
+-- sent before the step returns, so a request started in a frame goes out in that frame.
 ---@param timeout number? seconds to wait at most (default 0)
+---@param budget number? seconds of Lua time this step may spend resuming tasks (default: no bound)
 ---@return integer count the number of tasks still alive
-function fish.step(timeout) end
+function fish.step(timeout, budget) end
 
 --- Pause for `seconds`: inside a task only the task waits; outside, the caller sleeps.
 ---@param seconds number a non-negative number of seconds (not NaN)
