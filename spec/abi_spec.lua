@@ -10,13 +10,7 @@ local files = require("support.files")
 local q = server.shell_quote
 local ROOT = server.ROOT
 
--- Run a shell command; returns whether it exited 0, and all it printed.
-local function run(cmd)
-  local pipe = io.popen("env -u LD_PRELOAD sh -c " .. q(cmd) .. " 2>&1; echo \"exit=$?\"")
-  local out = pipe:read("*a")
-  pipe:close()
-  return out:match("exit=(%d+)%s*$") == "0", out
-end
+local run = require("support.files").run
 
 -- An integer in the ABI's sense: the integer subtype on 5.3+, a whole
 -- number before (5.1, 5.2 and LuaJIT have only floats).

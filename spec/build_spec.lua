@@ -9,12 +9,7 @@ local ROOT = server.ROOT
 local q = server.shell_quote
 local LUA, ABI, BUILD = abi.lua, abi.version, abi.build
 
-local function run(cmd)
-  local pipe = io.popen("env -u LD_PRELOAD sh -c " .. q(cmd) .. " 2>&1; echo \"exit=$?\"")
-  local out = pipe:read("*a")
-  pipe:close()
-  return out:match("exit=(%d+)%s*$") == "0", out
-end
+local run = require("support.files").run
 
 -- Load fish from an installed tree only (no project paths), print a marker.
 local function loads_from(lua_dir, lib_dir)

@@ -13,9 +13,9 @@ local q = files.quote
 
 -- The running ABI: "luajit", or "5.1" to "5.4". LuaJIT loads modules built
 -- for the 5.1 ABI, so its rock is built with --lua-version=5.1.
-local ABI = type(jit) == "table" and "luajit" or _VERSION:match("%d+%.%d+")
-local LUA_VERSION = ABI == "luajit" and "5.1" or ABI
-local LUA = ABI == "luajit" and "luajit" or "lua" .. ABI
+local abi = require("support.abi")
+local ABI = abi.lua == "luajit" and "luajit" or abi.version
+local LUA_VERSION, LUA = abi.version, abi.lua
 -- Checks that read files only give the same answer on every ABI: they run
 -- in one pass per suite run.
 local ONCE = "5.4"
@@ -26,14 +26,7 @@ for _, v in ipairs({ "5_2", "5_3", "5_4" }) do
   UNSET_LUA_ENV = UNSET_LUA_ENV .. (" -u LUA_INIT_%s -u LUA_PATH_%s -u LUA_CPATH_%s"):format(v, v, v)
 end
 
-local function run(cmd)
-  -- env -u LD_PRELOAD: under `make test-asan` the interpreter has the
-  -- sanitizer runtime preloaded; luarocks and the compiler must not.
-  local pipe = io.popen("env -u LD_PRELOAD sh -c " .. q(cmd) .. " 2>&1; echo \"exit=$?\"")
-  local out = pipe:read("*a")
-  pipe:close()
-  return out:match("exit=(%d+)%s*$") == "0", out
-end
+local run = files.run
 
 -- Lua 5.1's loadfile takes no environment; its setfenv does that job.
 local setfenv = rawget(_G, "setfenv")

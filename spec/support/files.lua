@@ -42,6 +42,16 @@ function files.capture(cmd)
   return out
 end
 
+-- Run a shell command outside the sanitizer preload (under make test-asan
+-- only the Lua interpreter gets it; make, luarocks and compilers must not).
+-- Returns whether it exited 0, and everything it printed.
+function files.run(cmd)
+  local pipe = assert(io.popen("env -u LD_PRELOAD sh -c " .. quote(cmd) .. " 2>&1; echo \"exit=$?\""))
+  local out = pipe:read("*a")
+  pipe:close()
+  return out:match("exit=(%d+)%s*$") == "0", out
+end
+
 function files.tmpdir()
   return (files.capture("mktemp -d"):gsub("%s+$", ""))
 end
