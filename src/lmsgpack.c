@@ -3,9 +3,10 @@
  * decided by the schema, not guessed from Lua values), a generic w:value for
  * pass-through `extra` fields, and mp_decode for msgpack replies.
  *
- * Memory rule: the only heap memory is the writer's buffer, owned by the
- * writer userdata, so any Lua error (argument error, out of memory) unwinds
- * without leaking; __gc frees it. Scratch space for sorting map keys is a
+ * Memory rule: the only heap memory is the writer's body (its buffer and
+ * file references), reachable from the writer userdata from the moment it
+ * exists, so any Lua error (argument error, out of memory) unwinds without
+ * leaking; __gc lets go of it. Scratch space for sorting map keys is a
  * userdata too, for the same reason. */
 #include "lmsgpack.h"
 
@@ -27,8 +28,11 @@
  * input. */
 #define DECODE_MAX_DEPTH 128
 
+/* The writer userdata holds only a pointer: its bytes are a shared body
+ * (lmsgpack.h) that a request may still be sending after the writer is
+ * closed or collected. */
 typedef struct mp_writer {
-    fish_buffer buf;
+    fish_mp_body *body;
     int closed;
 } mp_writer;
 
@@ -83,6 +87,14 @@ static mp_writer *check_writer(lua_State *L) {
     return w;
 }
 
+/* Mutators: a body that a request sends must stay as it was declared
+ * (Content-Length) and as every retry resends it. */
+static mp_writer *check_writable(lua_State *L) {
+    mp_writer *w = check_writer(L);
+    if (w->body->frozen) luaL_error(L, "msgpack: the writer's bytes are being sent by a request");
+    return w;
+}
+
 /* Turn a failed fish_mp_write_* status into a Lua error. */
 static int raise_write(lua_State *L, int status, int arg) {
     if (status == FISH_MP_WRITE_ETOOBIG)
@@ -100,49 +112,49 @@ static int chain(lua_State *L, int status, int arg) {
 /* ------------------------------------------------------- writer methods */
 
 static int w_map(lua_State *L) {
-    mp_writer *w = check_writer(L);
-    return chain(L, fish_mp_write_map_header(&w->buf, check_count(L, 2)), 2);
+    mp_writer *w = check_writable(L);
+    return chain(L, fish_mp_write_map_header(&w->body->buf, check_count(L, 2)), 2);
 }
 
 static int w_array(lua_State *L) {
-    mp_writer *w = check_writer(L);
-    return chain(L, fish_mp_write_array_header(&w->buf, check_count(L, 2)), 2);
+    mp_writer *w = check_writable(L);
+    return chain(L, fish_mp_write_array_header(&w->body->buf, check_count(L, 2)), 2);
 }
 
 static int w_str(lua_State *L) {
-    mp_writer *w = check_writer(L);
+    mp_writer *w = check_writable(L);
     size_t len;
     const char *s = check_bytes(L, 2, &len);
-    return chain(L, fish_mp_write_str(&w->buf, s, len), 2);
+    return chain(L, fish_mp_write_str(&w->body->buf, s, len), 2);
 }
 
 static int w_bin(lua_State *L) {
-    mp_writer *w = check_writer(L);
+    mp_writer *w = check_writable(L);
     size_t len;
     const char *s = check_bytes(L, 2, &len);
-    return chain(L, fish_mp_write_bin(&w->buf, s, len), 2);
+    return chain(L, fish_mp_write_bin(&w->body->buf, s, len), 2);
 }
 
 static int w_int(lua_State *L) {
-    mp_writer *w = check_writer(L);
-    return chain(L, fish_mp_write_int(&w->buf, check_int64(L, 2)), 2);
+    mp_writer *w = check_writable(L);
+    return chain(L, fish_mp_write_int(&w->body->buf, check_int64(L, 2)), 2);
 }
 
 static int w_float(lua_State *L) {
-    mp_writer *w = check_writer(L);
+    mp_writer *w = check_writable(L);
     if (lua_type(L, 2) != LUA_TNUMBER) type_error(L, 2, "number");
-    return chain(L, fish_mp_write_float64(&w->buf, (double)lua_tonumber(L, 2)), 2);
+    return chain(L, fish_mp_write_float64(&w->body->buf, (double)lua_tonumber(L, 2)), 2);
 }
 
 static int w_bool(lua_State *L) {
-    mp_writer *w = check_writer(L);
+    mp_writer *w = check_writable(L);
     if (lua_type(L, 2) != LUA_TBOOLEAN) type_error(L, 2, "boolean");
-    return chain(L, fish_mp_write_bool(&w->buf, lua_toboolean(L, 2)), 2);
+    return chain(L, fish_mp_write_bool(&w->body->buf, lua_toboolean(L, 2)), 2);
 }
 
 static int w_null(lua_State *L) {
-    mp_writer *w = check_writer(L);
-    return chain(L, fish_mp_write_nil(&w->buf), 1);
+    mp_writer *w = check_writable(L);
+    return chain(L, fish_mp_write_nil(&w->body->buf), 1);
 }
 
 /* w:bin_file(path [, size]) -> true | nil, message. A missing, unreadable
@@ -150,7 +162,7 @@ static int w_null(lua_State *L) {
  * programming error; so is one whose size is not `size` (what fish.file
  * saw: the body must hold the file the user named, as it was then). */
 static int w_bin_file(lua_State *L) {
-    mp_writer *w = check_writer(L);
+    mp_writer *w = check_writable(L);
     size_t len;
     const char *path = check_bytes(L, 2, &len);
     if (strlen(path) != len) luaL_argerror(L, 2, "path contains a NUL byte");
@@ -160,7 +172,7 @@ static int w_bin_file(lua_State *L) {
         if (expected < 0) luaL_argerror(L, 3, "size must be >= 0");
     }
     char err[FISH_MP_FILE_ERRMAX];
-    int st = fish_mp_write_bin_file(&w->buf, path, expected, err, sizeof err);
+    int st = fish_mp_write_bin_file(&w->body->buf, path, expected, err, sizeof err);
     if (st == FISH_MP_WRITE_ENOMEM) return raise_write(L, st, 2);
     if (st != FISH_MP_WRITE_OK) {
         lua_pushnil(L);
@@ -171,26 +183,135 @@ static int w_bin_file(lua_State *L) {
     return 1;
 }
 
+/* w:bin_file_ref(path [, size]) -> true | nil, message. The same checks
+ * and messages as w:bin_file, but only the bin header is written: the
+ * file's bytes are read from disk by the request that sends the body. */
+static int w_bin_file_ref(lua_State *L) {
+    mp_writer *w = check_writable(L);
+    fish_mp_body *b = w->body;
+    size_t len;
+    const char *path = check_bytes(L, 2, &len);
+    if (strlen(path) != len) luaL_argerror(L, 2, "path contains a NUL byte");
+    int64_t expected = -1;
+    if (!lua_isnoneornil(L, 3)) {
+        expected = check_int64(L, 3);
+        if (expected < 0) luaL_argerror(L, 3, "size must be >= 0");
+    }
+    char err[FISH_MP_FILE_ERRMAX];
+    int64_t size = 0;
+    if (fish_mp_check_file(path, expected, &size, err, sizeof err) != FISH_MP_WRITE_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    /* Everything that can fail comes before the header is written, so a
+     * failure leaves the writer as it was. */
+    if (b->nrefs == b->refs_cap) {
+        size_t cap = b->refs_cap ? b->refs_cap * 2 : 4;
+        fish_mp_file_ref *grown = realloc(b->refs, cap * sizeof *grown);
+        if (!grown) return luaL_error(L, "msgpack: out of memory");
+        b->refs = grown;
+        b->refs_cap = cap;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy) return luaL_error(L, "msgpack: out of memory");
+    memcpy(copy, path, len + 1);
+    int st = fish_mp_write_bin_header(&b->buf, (size_t)size);
+    if (st != FISH_MP_WRITE_OK) {
+        free(copy);
+        return raise_write(L, st, 2);
+    }
+    fish_mp_file_ref *ref = &b->refs[b->nrefs++];
+    ref->at = b->buf.len;
+    ref->size = size;
+    ref->path = copy;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Append exactly ref->size bytes of its file to B, or raise. For tests
+ * and w:result only: a request streams the file instead. */
+static void add_file_bytes(lua_State *L, luaL_Buffer *B, const fish_mp_file_ref *ref) {
+    FILE *f = fopen(ref->path, "rb");
+    if (!f) luaL_error(L, "cannot open '%s'", ref->path);
+    int64_t left = ref->size;
+    while (left > 0) {
+        char *p = luaL_prepbuffer(B);
+        size_t ask = (int64_t)LUAL_BUFFERSIZE < left ? (size_t)LUAL_BUFFERSIZE : (size_t)left;
+        size_t got = fread(p, 1, ask, f);
+        luaL_addsize(B, got);
+        left -= (int64_t)got;
+        if (got < ask) break;
+    }
+    int grew = left == 0 && getc(f) != EOF;
+    fclose(f);
+    if (left != 0 || grew) luaL_error(L, "%s changed size since it was referenced", ref->path);
+}
+
+/* w:result() -> the body as one string, referenced files read in. */
 static int w_result(lua_State *L) {
     mp_writer *w = check_writer(L);
-    lua_pushlstring(L, w->buf.data ? w->buf.data : "", w->buf.len);
+    const fish_mp_body *b = w->body;
+    const char *data = b->buf.data ? b->buf.data : "";
+    if (b->nrefs == 0) {
+        lua_pushlstring(L, data, b->buf.len);
+        return 1;
+    }
+    luaL_Buffer B;
+    luaL_buffinit(L, &B);
+    size_t at = 0;
+    for (size_t i = 0; i < b->nrefs; i++) {
+        luaL_addlstring(&B, data + at, b->refs[i].at - at);
+        at = b->refs[i].at;
+        add_file_bytes(L, &B, &b->refs[i]);
+    }
+    luaL_addlstring(&B, data + at, b->buf.len - at);
+    luaL_pushresult(&B);
     return 1;
 }
 
+/* w:size() -> the bytes w:result() returns (and a request sends). */
 static int w_size(lua_State *L) {
     mp_writer *w = check_writer(L);
-    fish_pushint64(L, (int64_t)w->buf.len);
+    fish_pushint64(L, fish_mp_body_length(w->body));
     return 1;
 }
 
-/* One idempotent close for close(), __gc and __close. */
+/* One idempotent close for close(), __gc and __close. A request still
+ * sending the body keeps it. */
 static int w_close(lua_State *L) {
     mp_writer *w = luaL_checkudata(L, 1, WRITER_MT);
     if (!w->closed) {
-        fish_buffer_free(&w->buf);
+        fish_mp_body_release(w->body);
+        w->body = NULL;
         w->closed = 1;
     }
     return 0;
+}
+
+/* ------------------------------------------------------- shared body */
+
+fish_mp_body *fish_mp_body_of(lua_State *L, int idx) {
+    mp_writer *w = luaL_testudata(L, idx, WRITER_MT);
+    if (!w) return NULL;
+    if (w->closed) luaL_error(L, "msgpack: attempt to use a closed writer");
+    return w->body;
+}
+
+int64_t fish_mp_body_length(const fish_mp_body *b) {
+    int64_t n = (int64_t)b->buf.len;
+    for (size_t i = 0; i < b->nrefs; i++) n += b->refs[i].size;
+    return n;
+}
+
+void fish_mp_body_retain(fish_mp_body *b) { b->users++; }
+
+void fish_mp_body_release(fish_mp_body *b) {
+    if (!b || --b->users > 0) return;
+    for (size_t i = 0; i < b->nrefs; i++) free(b->refs[i].path);
+    free(b->refs);
+    fish_buffer_free(&b->buf);
+    free(b);
 }
 
 static int w_tostring(lua_State *L) {
@@ -386,26 +507,32 @@ static int enc_value(lua_State *L, fish_buffer *b, int idx, int depth) {
 }
 
 static int w_value(lua_State *L) {
-    mp_writer *w = check_writer(L);
+    mp_writer *w = check_writable(L);
     luaL_checkany(L, 2);
     lua_settop(L, 2);
-    size_t mark = w->buf.len;
-    int st = enc_value(L, &w->buf, 2, 0);
+    size_t mark = w->body->buf.len;
+    int st = enc_value(L, &w->body->buf, 2, 0);
     if (st == ENC_OK) {
         lua_settop(L, 1);
         return 1;
     }
-    w->buf.len = mark;
+    w->body->buf.len = mark;
     if (st == ENC_NOMEM) return luaL_error(L, "msgpack: out of memory");
     return luaL_argerror(L, 2, lua_tostring(L, -1));
 }
 
 static int l_writer(lua_State *L) {
     mp_writer *w = lua_newuserdata(L, sizeof *w);
-    fish_buffer_init(&w->buf);
-    w->closed = 0;
+    w->body = NULL;
+    w->closed = 1; /* until it has a body: __gc has nothing to free */
     luaL_getmetatable(L, WRITER_MT);
     lua_setmetatable(L, -2);
+    fish_mp_body *b = calloc(1, sizeof *b);
+    if (!b) return luaL_error(L, "msgpack: out of memory");
+    fish_buffer_init(&b->buf);
+    b->users = 1;
+    w->body = b;
+    w->closed = 0;
     return 1;
 }
 
@@ -532,7 +659,8 @@ static int l_decode(lua_State *L) {
 
 static const luaL_Reg writer_methods[] = {
     {"map", w_map},       {"array", w_array},   {"str", w_str},
-    {"bin", w_bin},       {"bin_file", w_bin_file}, {"int", w_int},
+    {"bin", w_bin},       {"bin_file", w_bin_file}, {"bin_file_ref", w_bin_file_ref},
+    {"int", w_int},
     {"float", w_float},   {"bool", w_bool},     {"null", w_null},
     {"value", w_value},   {"result", w_result}, {"size", w_size},
     {"close", w_close},   {NULL, NULL},

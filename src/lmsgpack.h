@@ -1,8 +1,46 @@
-/* Lua bindings for the msgpack encoder and decoder (fish.core). */
+/* Lua bindings for the msgpack encoder and decoder (fish.core), and the
+ * body a writer leaves for a request to send. */
 #ifndef FISH_LMSGPACK_H
 #define FISH_LMSGPACK_H
 
 #include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buffer.h"
+
+/* A file whose bytes belong in the body at `at` (an offset in buf) but are
+ * read from disk only when sent: w:bin_file_ref wrote the bin header for
+ * `size` bytes and stopped there. */
+typedef struct fish_mp_file_ref {
+    size_t at;
+    int64_t size;
+    char *path;
+} fish_mp_file_ref;
+
+/* What a writer has written: the encoded bytes with file references cut
+ * into them. It is shared, not copied, by the writer and every request that
+ * sends it (retries send one body several times), so it lives on the C heap
+ * with a count of its users rather than in the writer userdata: neither the
+ * writer nor a request may outlive it, whatever order the GC takes them in.
+ * Once a request sends it, it is frozen: the writer refuses more writes, so
+ * every attempt sends the same bytes. */
+typedef struct fish_mp_body {
+    fish_buffer buf;
+    fish_mp_file_ref *refs;
+    size_t nrefs, refs_cap;
+    int users;
+    int frozen;
+} fish_mp_body;
+
+/* The body of the writer at idx, or NULL when the value is not a writer.
+ * Raises when the writer is closed. */
+fish_mp_body *fish_mp_body_of(lua_State *L, int idx);
+/* Bytes on the wire: buf.len plus every referenced file's size. */
+int64_t fish_mp_body_length(const fish_mp_body *b);
+void fish_mp_body_retain(fish_mp_body *b);
+/* Drops a user; the last one frees the body. NULL is allowed. */
+void fish_mp_body_release(fish_mp_body *b);
 
 /* Expects the module table on top of the stack. Sets mp_writer, mp_decode
  * and mp_null in it, registers the "fish.mp_writer" metatable, and leaves

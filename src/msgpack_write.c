@@ -273,10 +273,10 @@ int fish_mp_write_bin_stream(fish_buffer *b, FILE *f, const char *name, char *er
     return write_bin_from(b, f, name, -1, err, errlen);
 }
 
-int fish_mp_write_bin_file(fish_buffer *b, const char *path, int64_t expected, char *err,
-                           size_t errlen) {
-    /* stat first: opening a FIFO would block until a writer came, and a
-     * directory or device is never what a caller meant to send. */
+int fish_mp_check_file(const char *path, int64_t expected, int64_t *size, char *err,
+                       size_t errlen) {
+    /* stat, never open: opening a FIFO would block until a writer came, and
+     * a directory or device is never what a caller meant to send. */
     struct stat st;
     errno = 0;
     if (stat(path, &st) != 0) return file_error(err, errlen, "open", path, errno);
@@ -290,6 +290,21 @@ int fish_mp_write_bin_file(fish_buffer *b, const char *path, int64_t expected, c
                      (long long)st.st_size, (long long)expected);
         return FISH_MP_WRITE_EIO;
     }
+    if ((uint64_t)st.st_size > UINT32_MAX) {
+        if (err && errlen)
+            snprintf(err, errlen, "cannot read '%s': larger than 4 GiB, too big for msgpack bin",
+                     path);
+        return FISH_MP_WRITE_ETOOBIG;
+    }
+    if (size) *size = (int64_t)st.st_size;
+    return FISH_MP_WRITE_OK;
+}
+
+int fish_mp_write_bin_file(fish_buffer *b, const char *path, int64_t expected, char *err,
+                           size_t errlen) {
+    int checked = fish_mp_check_file(path, expected, NULL, err, errlen);
+    /* Over 4 GiB is found while reading, as for a stream. */
+    if (checked != FISH_MP_WRITE_OK && checked != FISH_MP_WRITE_ETOOBIG) return checked;
     FILE *f = fopen(path, "rb");
     if (!f) return file_error(err, errlen, "open", path, errno);
     int status = write_bin_from(b, f, path, expected, err, errlen);

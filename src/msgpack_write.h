@@ -60,6 +60,13 @@ int fish_mp_write_map_header(fish_buffer *b, size_t count);
 int fish_mp_write_bin_stream(fish_buffer *b, FILE *f, const char *name, char *err,
                              size_t errlen);
 
+/* What fish_mp_write_bin_file checks before reading, without opening the
+ * file: a regular file, of `expected` bytes when expected >= 0, at most
+ * 2^32-1 bytes (else FISH_MP_WRITE_ETOOBIG). Sets *size (may be NULL) on
+ * success; the messages are those of fish_mp_write_bin_file. */
+int fish_mp_check_file(const char *path, int64_t expected, int64_t *size, char *err,
+                       size_t errlen);
+
 /* fish_mp_write_bin_stream on the file at `path`, opened and closed here.
  * Only a regular file is read ("cannot read '<path>': not a regular file";
  * a FIFO is refused before it is opened, so this never blocks). With

@@ -11,6 +11,7 @@
 
 #include "class.h"
 #include "engine.h"
+#include "lmsgpack.h"
 #include "platform.h"
 
 /* A 10 MB error page must not be read whole into memory: keep its head. */
@@ -187,26 +188,35 @@ typedef struct fish_upload {
     char path[]; /* for the error message */
 } fish_upload;
 
-static size_t read_upload(char *buf, size_t size, size_t nitems, void *arg) {
-    fish_upload *u = arg;
-    size_t want = size * nitems;
-    curl_off_t left = u->size - u->offset;
+/* Read up to `want` bytes of a file whose size was fixed at `size`, from
+ * *offset (where f stands). Returns the count, or CURL_READFUNC_ABORT with
+ * the reason recorded in r: a read error, or a file that ended early or has
+ * bytes beyond its size (file_changed). Mime parts and writer bodies both
+ * read their files through here. */
+static size_t read_fixed(fish_request *r, FILE *f, const char *path, curl_off_t size,
+                         curl_off_t *offset, char *buf, size_t want) {
+    curl_off_t left = size - *offset;
     if ((uint64_t)want > (uint64_t)left) want = (size_t)left;
     errno = 0;
-    size_t got = want ? fread(buf, 1, want, u->file) : 0;
-    u->offset += (curl_off_t)got;
-    if (got < want && ferror(u->file)) {
-        u->request->upload_failed = u->path;
-        u->request->upload_errno = errno ? errno : EIO;
+    size_t got = want ? fread(buf, 1, want, f) : 0;
+    *offset += (curl_off_t)got;
+    if (got < want && ferror(f)) {
+        r->upload_failed = path;
+        r->upload_errno = errno ? errno : EIO;
         return CURL_READFUNC_ABORT;
     }
     /* libcurl stops asking once `size` bytes are read, so growth is looked
      * for in the same call that reads the last byte. */
-    if (got < want || (u->offset == u->size && getc(u->file) != EOF)) {
-        u->request->upload_changed = u->path;
+    if (got < want || (*offset == size && getc(f) != EOF)) {
+        r->upload_changed = path;
         return CURL_READFUNC_ABORT;
     }
     return got;
+}
+
+static size_t read_upload(char *buf, size_t size, size_t nitems, void *arg) {
+    fish_upload *u = arg;
+    return read_fixed(u->request, u->file, u->path, u->size, &u->offset, buf, size * nitems);
 }
 
 /* libcurl rewinds a body it must send again (a reused connection that
@@ -223,6 +233,88 @@ static void free_upload(void *arg) {
     fish_upload *u = arg;
     fclose(u->file);
     free(u);
+}
+
+/* A writer's body on the wire: its buffer, with each referenced file's
+ * bytes read from disk where the reference stands. The length was declared
+ * (Content-Length) when the request was made; a file that no longer has
+ * its size fails the transfer as file_changed, like a mime file. */
+typedef struct fish_body_file {
+    FILE *file;         /* NULL when it could not be opened or had changed */
+    curl_off_t offset;  /* where file stands, in the file */
+} fish_body_file;
+
+/* Copy from body position r->body_pos; returns the count or an abort. */
+static size_t read_body_piece(fish_request *r, char *out, size_t room) {
+    const fish_mp_body *b = r->stream_body;
+    int64_t start = 0; /* body position of the piece being looked at */
+    size_t at = 0;     /* its offset in b->buf */
+    for (size_t i = 0;; i++) {
+        size_t end = i < b->nrefs ? b->refs[i].at : b->buf.len;
+        int64_t n = (int64_t)(end - at);
+        if (r->body_pos < start + n) {
+            size_t skip = (size_t)(r->body_pos - start);
+            size_t take = (size_t)n - skip < room ? (size_t)n - skip : room;
+            memcpy(out, b->buf.data + at + skip, take);
+            return take;
+        }
+        start += n;
+        at = end;
+        if (i == b->nrefs) return 0; /* past the end */
+        const fish_mp_file_ref *ref = &b->refs[i];
+        if (r->body_pos < start + ref->size) {
+            fish_body_file *bf = &r->body_files[i];
+            curl_off_t want_at = (curl_off_t)(r->body_pos - start);
+            if (!bf->file) return CURL_READFUNC_ABORT;
+            if (bf->offset != want_at) {
+                if (fish_seek(bf->file, (int64_t)want_at) != 0) {
+                    r->upload_failed = ref->path;
+                    r->upload_errno = errno ? errno : EIO;
+                    return CURL_READFUNC_ABORT;
+                }
+                bf->offset = want_at;
+            }
+            return read_fixed(r, bf->file, ref->path, (curl_off_t)ref->size, &bf->offset, out,
+                              room);
+        }
+        start += ref->size;
+    }
+}
+
+static size_t read_body(char *buf, size_t size, size_t nitems, void *arg) {
+    fish_request *r = arg;
+    size_t room = size * nitems, done = 0;
+    /* A file that failed when the request was made fails it before any
+     * byte of the body goes out. */
+    if (r->upload_changed || r->upload_failed) return CURL_READFUNC_ABORT;
+    while (done < room && r->body_pos < r->body_length) {
+        size_t got = read_body_piece(r, buf + done, room - done);
+        if (got == CURL_READFUNC_ABORT) return CURL_READFUNC_ABORT;
+        if (got == 0) break;
+        r->body_pos += (int64_t)got;
+        done += got;
+    }
+    return done;
+}
+
+/* libcurl rewinds the body to send it again (a reused connection that
+ * turned out dead); the files follow lazily, in read_body_piece. */
+static int seek_body(void *arg, curl_off_t offset, int origin) {
+    fish_request *r = arg;
+    if (origin != SEEK_SET || offset < 0 || (int64_t)offset > r->body_length)
+        return CURL_SEEKFUNC_CANTSEEK;
+    r->body_pos = (int64_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
+static void close_body_files(fish_request *r) {
+    if (r->body_files && r->stream_body)
+        for (size_t i = 0; i < r->stream_body->nrefs; i++)
+            if (r->body_files[i].file) fclose(r->body_files[i].file);
+    free(r->body_files);
+    r->body_files = NULL;
+    fish_mp_body_release(r->stream_body);
+    r->stream_body = NULL;
 }
 
 /* ---- construction ----------------------------------------------------- */
@@ -414,12 +506,57 @@ static void set_mime(lua_State *L, fish_request *r, int opts) {
     lua_pop(L, 1);
 }
 
+/* body = a msgpack writer: sent as it stands, never copied. The request
+ * shares the writer's body (fish_mp_body_retain), so closing or collecting
+ * the writer under a running transfer frees nothing it reads, and the body
+ * is frozen so that every request made from it sends the same bytes. Each
+ * file is opened now with its size checked; one that cannot be opened or
+ * has changed size fails the transfer (read / file_changed), not this
+ * call, so a retry sees the same error as the first attempt would. */
+static void set_stream_body(lua_State *L, fish_request *r, fish_mp_body *b) {
+    fish_mp_body_retain(b);
+    r->stream_body = b;
+    b->frozen = 1;
+    if (b->nrefs) {
+        r->body_files = calloc(b->nrefs, sizeof *r->body_files);
+        if (!r->body_files) luaL_error(L, "out of memory");
+    }
+    for (size_t i = 0; i < b->nrefs; i++) {
+        const fish_mp_file_ref *ref = &b->refs[i];
+        FILE *f = NULL;
+        int64_t size = 0;
+        int err = fish_open_regular(ref->path, &f, &size);
+        if (err == FISH_ENOTREG) {
+            r->upload_changed = ref->path; /* no longer the regular file it was */
+            continue;
+        }
+        if (err) {
+            r->upload_failed = ref->path;
+            r->upload_errno = err;
+            continue;
+        }
+        r->body_files[i].file = f;
+        if (size != ref->size) r->upload_changed = ref->path;
+    }
+    r->body_length = fish_mp_body_length(b);
+    curl_easy_setopt(r->easy, CURLOPT_POST, 1L);
+    curl_easy_setopt(r->easy, CURLOPT_READFUNCTION, read_body);
+    curl_easy_setopt(r->easy, CURLOPT_READDATA, (void *)r);
+    curl_easy_setopt(r->easy, CURLOPT_SEEKFUNCTION, seek_body);
+    curl_easy_setopt(r->easy, CURLOPT_SEEKDATA, (void *)r);
+    /* A known length: Content-Length, not chunked. */
+    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_length);
+}
+
 static void set_body(lua_State *L, fish_request *r, int opts) {
     lua_getfield(L, opts, "body");
-    if (!lua_isnil(L, -1)) {
+    fish_mp_body *b = lua_isuserdata(L, -1) ? fish_mp_body_of(L, -1) : NULL;
+    if (b) {
+        set_stream_body(L, r, b);
+    } else if (!lua_isnil(L, -1)) {
         size_t len = 0;
         const char *body = lua_tolstring(L, -1, &len);
-        if (!body) opt_error(L, "body", "must be a string");
+        if (!body) opt_error(L, "body", "must be a string or a msgpack writer");
         /* Our own copy: the Lua string may be collected mid-transfer. */
         if (fish_buffer_append(&r->body, body, len) != 0) luaL_error(L, "out of memory");
         curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
@@ -432,13 +569,15 @@ static void set_method(lua_State *L, fish_request *r, int opts) {
     size_t len = 0;
     const char *method = opt_string(L, opts, "method", &len);
     r->request_head += len;
+    int has_body = r->body.len || r->mime || r->stream_body;
     if (!method || strcmp(method, "GET") == 0) {
-        if (r->body.len || r->mime) luaL_error(L, "a GET request cannot carry a body");
+        if (has_body) luaL_error(L, "a GET request cannot carry a body");
         curl_easy_setopt(r->easy, CURLOPT_HTTPGET, 1L);
     } else if (strcmp(method, "POST") != 0) {
-        /* PATCH and DELETE: libcurl sends the body set above, if any. */
+        /* PATCH and DELETE: libcurl sends the body set above, if any (a
+         * writer's body is a POST whose method is renamed). */
         curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, method);
-    } else if (!r->body.len && !r->mime) {
+    } else if (!has_body) {
         curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
         curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, "");
     }
@@ -620,6 +759,7 @@ static void request_release(fish_request *r) {
     free(r->file_path);
     r->file_path = NULL;
     fish_buffer_free(&r->body);
+    close_body_files(r);
     fish_buffer_free(&r->response);
     fish_buffer_free(&r->error_body);
     r->state = REQ_CLOSED;

@@ -24,7 +24,12 @@ typedef struct fish_request {
     CURL *easy;
     struct curl_slist *headers;
     curl_mime *mime;
-    fish_buffer body;        /* request body; CURLOPT_POSTFIELDS points into it */
+    fish_buffer body;        /* a string body; CURLOPT_POSTFIELDS points into it */
+    /* A writer's body, sent through read_body without being copied: its
+     * buffer and files, opened when the request was made. */
+    struct fish_mp_body *stream_body;
+    struct fish_body_file *body_files; /* one per file reference */
+    int64_t body_length, body_pos;
     fish_buffer response;    /* 2xx bytes: the whole body, or the untaken part */
     fish_buffer error_body;  /* non-2xx body, kept up to error_body_limit */
     size_t error_body_limit;
@@ -42,8 +47,8 @@ typedef struct fish_request {
     long file_owner;         /* process that created it */
     struct fish_request *temp_prev, *temp_next; /* the list of files to remove at exit */
     int file_errno;          /* why writing the file failed, 0 if it did not */
-    const char *upload_changed; /* path of a mime file that changed size mid-upload */
-    const char *upload_failed;  /* path of a mime file that could not be read... */
+    const char *upload_changed; /* path of an uploaded file that changed size */
+    const char *upload_failed;  /* path of an uploaded file that could not be read... */
     int upload_errno;           /* ...and why */
     int descriptors_exhausted;  /* connect/resolve failed while no fd was free */
     size_t url_length;

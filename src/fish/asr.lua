@@ -25,7 +25,7 @@ function asr.encode(args)
   w:str("audio")
   if file.is(audio) then
     file.check(audio, "fish.asr.transcribe", "audio")
-    local ok, why = w:bin_file(audio.path, audio.size)
+    local ok, why = w:bin_file_ref(audio.path, audio.size)
     if not ok then fail("audio", why) end
   else
     w:bin(audio)
@@ -33,9 +33,8 @@ function asr.encode(args)
   -- Timestamps are on unless turned off, as in the Python SDK.
   w:str("ignore_timestamps"):bool(args.timestamps == false)
   if args.language then w:str("language"):str(args.language) end
-  local body = w:result()
-  w:close()
-  return body
+  -- The writer is the body: core.request sends it as it stands.
+  return w
 end
 
 local function transcribe(state, args)

@@ -212,7 +212,8 @@ end
 
 local function write_audio(w, audio, where)
   if file.is(audio) then
-    local ok, why = w:bin_file(audio.path, audio.size)
+    -- Only the header now: the request streams the file's bytes from disk.
+    local ok, why = w:bin_file_ref(audio.path, audio.size)
     if not ok then util.raise(("%s: field '%s' %s"):format(WHERE, where, why)) end
   else
     w:bin(audio)
@@ -269,7 +270,9 @@ local WRITERS = {
   end,
 }
 
--- The msgpack body for checked args.
+-- The msgpack body for checked args, as the writer that holds it: core.request
+-- sends it without copying it (fish.file references stream from disk), and
+-- every retry resends the same bytes. w:result() gives it as a string.
 function tts.encode(args)
   local present = {}
   for _, field in ipairs(FIELDS) do
@@ -286,9 +289,7 @@ function tts.encode(args)
     w:str(key)
     w:value(args.extra[key])
   end
-  local body = w:result()
-  w:close()
-  return body
+  return w
 end
 
 return tts
