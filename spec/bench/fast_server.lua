@@ -26,7 +26,8 @@ local function fail(status, message)
   return ngx.exit(status)
 end
 
--- Held answers (/hold/v1/tts) wait on this until GET /_release posts it.
+-- Held answers (/hold/v1/tts) wait on this until GET /_release posts it
+-- (after a GET /_hold; before it, and after the release, they do not wait).
 -- One worker (nginx.conf), so one semaphore sees every held request.
 local held
 local HOLD_LIMIT = 60
@@ -66,7 +67,7 @@ function M.tts(bytes, delay, hold)
   delay = tonumber(delay)
   if delay and delay > 0 then
     waiting_while(function() ngx.sleep(delay) end)
-  elseif hold then
+  elseif hold and ngx.shared.bench:get("released") == false then
     held = held or require("ngx.semaphore").new(0)
     waiting_while(function() held:wait(HOLD_LIMIT) end)
   end
@@ -75,7 +76,15 @@ function M.tts(bytes, delay, hold)
   ngx.print(answer_of(n))
 end
 
+-- GET /_hold: held answers wait from now on; GET /_release answers those
+-- waiting, and the ones that come later at once.
+function M.hold()
+  ngx.shared.bench:set("released", false)
+  ngx.say("holding")
+end
+
 function M.release()
+  ngx.shared.bench:set("released", true)
   local waiters = held and -held:count() or 0
   if waiters > 0 then held:post(waiters) end
   ngx.say("released ", waiters)

@@ -470,6 +470,7 @@ static int mode_load(const char *url, int n) {
     }
     double t0 = now();
     int running = n, ok = 0, failed = 0;
+    int by_status[600] = {0}, by_curl[100] = {0}; /* what the failures were */
     while (running) {
         curl_multi_perform(m, &running);
         CURLMsg *msg;
@@ -478,12 +479,21 @@ static int mode_load(const char *url, int n) {
             if (msg->msg != CURLMSG_DONE) continue;
             long status = 0;
             curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
-            if (msg->data.result == CURLE_OK && status == 200) ok++;
-            else failed++;
+            if (msg->data.result == CURLE_OK && status == 200) {
+                ok++;
+                continue;
+            }
+            failed++;
+            if (msg->data.result != CURLE_OK) by_curl[msg->data.result < 100 ? msg->data.result : 99]++;
+            else by_status[status > 0 && status < 600 ? status : 0]++;
         }
         if (running) curl_multi_poll(m, NULL, 0, 100, NULL);
     }
     printf("ok %d\nfailed %d\nseconds %.3f\n", ok, failed, now() - t0);
+    for (int i = 0; i < 600; i++)
+        if (by_status[i]) printf("failed_http_%d %d\n", i, by_status[i]);
+    for (int i = 0; i < 100; i++)
+        if (by_curl[i]) printf("failed_curl_%d %d (%s)\n", i, by_curl[i], curl_easy_strerror((CURLcode)i));
     fflush(stdout);
     _exit(0);
 }

@@ -338,6 +338,7 @@ end
 -- worker that is slow to pass the requests on still gets all N waiting.)
 local function openresty_waiting(n)
   local worker = assert(openresty:worker(), "no nginx worker for the OpenResty row")
+  sh("curl -s --max-time 5 " .. q(server.url .. "/_hold"))
   local load = assert(io.popen("(" .. PRELUDE .. q(BUILD .. "/raw") .. " load " ..
     q(openresty.url .. "/say?text=hello") .. " " .. n .. ") 2>&1", "r"))
   -- Until all n wait there, or their number has not grown for 3 s (a
@@ -352,11 +353,9 @@ local function openresty_waiting(n)
   sleep(HOST_WINDOW)
   local c1, t1 = schedstat_ns(worker), clock.now()
   clock.sleep_until(t0 + HOST_DELAY)
-  local function release() sh("curl -s --max-time 5 " .. q(server.url .. "/_release")) end
-  release()
+  sh("curl -s --max-time 5 " .. q(server.url .. "/_release")) -- later arrivals are answered at once
   local result = parse(load:read("a"))
   load:close()
-  release() -- any that arrived after the first release
   server_idle()
   if waiting < n / 2 then
     error(("only %d of %d requests waited at the server at once, within %.0f s (the clients: %s ok, %s failed)")
@@ -364,8 +363,14 @@ local function openresty_waiting(n)
   end
   local note_text
   if waiting < n or result.ok ~= n then
-    note_text = ("%d of %d requests waited at the server at once after %.0f s; the clients: %s ok, %s failed")
-      :format(waiting, n, t0 - t_start, tostring(result.ok), tostring(result.failed))
+    local why = {}
+    for key, value in pairs(result) do
+      if key:match("^failed_") then why[#why + 1] = key:sub(8) .. ": " .. value end
+    end
+    table.sort(why)
+    note_text = ("%d of %d requests waited at the server at once after %.0f s; the clients: %s ok, %s failed%s")
+      :format(waiting, n, t0 - t_start, tostring(result.ok), tostring(result.failed),
+        #why > 0 and (" (" .. table.concat(why, ", ") .. ")") or "")
   end
   return { cpu_percent = (c1 - c0) / 1e9 / (t1 - t0) * 100, note = note_text }
 end
@@ -530,8 +535,11 @@ end
 local function print_table()
   local head = { "measured", "raw C", "fish (lua5.4)", "ratio", "fish (luajit)", "ratio", "target" }
   local rows, ranges = {}, {}
+  local chosen = {} -- BENCH_ONLY leaves the others out
+  for _, j in ipairs(jobs) do chosen[j.name] = true end
   for _, line in ipairs(lines) do
     local label, job_name, key, fmt, ratio_kind, target = line[1], line[2], line[3], line[4], line[5], line[6]
+    if not chosen[job_name] then goto next_line end
     local raw_values = values(line.raw_job or job_name, "raw", key)
     local raw_m = median(raw_values)
     local row = { label, cell(raw_m, fmt) }
@@ -555,6 +563,7 @@ local function print_table()
     row[#row + 1] = target
     rows[#rows + 1] = row
     ranges[#ranges + 1] = range
+    ::next_line::
   end
 
   local function print_rows(header, body)
