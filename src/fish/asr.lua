@@ -40,12 +40,14 @@ end
 local function transcribe(state, args)
   state:check_open("fish.asr.transcribe")
   local body = asr.encode(args)
-  return state:send_json({
+  local result, err = state:send_json({
     method = "POST",
     path = "/v1/asr",
     headers = { "Content-Type: application/msgpack" },
     body = body,
   }, args, "fish.asr.transcribe")
+  body:close() -- the call is over: free the body now, not at the next collection
+  return result, err
 end
 
 function asr.install(public, state, bind)

@@ -258,16 +258,21 @@ local function convert(state, args)
   if model then
     headers[#headers + 1] = "model: " .. util.check_header_value("fish.convert", "field 'model'", model)
   end
+  -- The body is a msgpack writer: reference files stream from disk, and
+  -- every attempt sends its bytes. Close it as soon as the call is over, so
+  -- a large inline reference is not held until the next collection.
+  local body = tts.encode(args)
   local response, err = state:send({
     method = "POST",
     path = "/v1/tts",
     headers = headers,
-    body = tts.encode(args),
+    body = body,
     out = args.out,
     on_chunk = args.on_chunk,
     max_bytes = args.max_bytes,
     expect_body = true,
   }, args, "fish.convert")
+  body:close()
   if not response then return nil, err end
   if args.out then return args.out, response.bytes end
   if args.on_chunk then return response.bytes end
