@@ -55,16 +55,6 @@ local function fail(field, message)
   util.raise(("%s: field '%s' %s"):format(WHERE, field, message))
 end
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do
-    if type(k) ~= "string" then util.raise(WHERE .. ": field 'extra' keys must be strings") end
-    keys[#keys + 1] = k
-  end
-  table.sort(keys)
-  return keys
-end
-
 -- ---- checks -------------------------------------------------------------------
 
 local function check_reference(ref, where)
@@ -278,7 +268,8 @@ function tts.encode(args)
   for _, field in ipairs(FIELDS) do
     if args[field[1]] ~= nil then present[#present + 1] = field end
   end
-  local extra_keys = args.extra and sorted_keys(args.extra) or {}
+  -- tts.check has made sure extra's keys are strings.
+  local extra_keys = args.extra and util.sorted_keys(args.extra) or {}
   local w = core.mp_writer()
   w:map(#present + #extra_keys)
   for _, field in ipairs(present) do

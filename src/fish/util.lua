@@ -198,7 +198,7 @@ end
 
 -- The keys of a table in a stable order, so that the same options always
 -- give the same bytes on the wire.
-local function sorted_keys(t)
+function util.sorted_keys(t)
   local keys = {}
   for k in pairs(t) do keys[#keys + 1] = k end
   table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
@@ -234,7 +234,7 @@ function util.header_lines(fn, headers)
     util.raise(fn .. ": option 'headers' must be a table of name = value strings")
   end
   local lines = {}
-  for _, name in ipairs(sorted_keys(headers)) do
+  for _, name in ipairs(util.sorted_keys(headers)) do
     if type(name) ~= "string" or not name:find("^[!#$%%&'*+%-.^_`|~0-9A-Za-z]+$") then
       util.raise(("%s: option 'headers' has an invalid header name %q"):format(fn, tostring(name)))
     end
@@ -263,7 +263,7 @@ function util.query_pairs(fn, query)
     util.raise(("%s: option 'query' value for '%s' must be a string, number or boolean"):format(fn, name))
   end
   local out = {}
-  for _, name in ipairs(sorted_keys(query)) do
+  for _, name in ipairs(util.sorted_keys(query)) do
     if type(name) ~= "string" or name == "" then
       util.raise(fn .. ": option 'query' keys must be non-empty strings")
     end
