@@ -74,6 +74,14 @@ describe("the local server's live TTS", function()
       assert.is_true(first.t - flush_sent < 0.5)
     end)
 
+    it("keeps events a client sent along with its upgrade request", function()
+      local r = probe({ eager = { { event = "start", request = { text = "", format = "pcm" } },
+        { event = "text", text = "Early bird" }, { event = "stop" } } })
+      assert.are.equal(101, r.status)
+      assert.are.equal("stop", last_message(r).reason)
+      assert.are.equal(pcm_bytes("Early bird", 44100), r.audio_len)
+    end)
+
     it("sizes the audio by the text and defaults to 44.1 kHz PCM", function()
       local function total(str)
         return probe({ steps = { start({ text = "", format = "pcm" }), text(str), STOP } }).audio_len
@@ -266,6 +274,14 @@ describe("the local server's live TTS", function()
       assert.are.equal("Insufficient API credit", r.body)
       assert.matches("text/plain", r.headers["content-type"])
       assert.are.equal(101, probe({ steps = { start(), STOP } }).status) -- the faults are used up
+    end)
+
+    it("adds fault headers to the 101, and delays it on demand", function()
+      srv:fault("/v1/tts/live", { headers = { ["X-Generation-Id"] = "gen-1" }, delay = 0.3 })
+      local r = probe({ steps = { start(), STOP } })
+      assert.are.equal(101, r.status)
+      assert.are.equal("gen-1", r.headers["x-generation-id"])
+      assert.is_true(r.steps[1].t >= 0.28) -- the first step runs once the 101 is in
     end)
 
     it("sends a wrong Sec-WebSocket-Accept on demand", function()

@@ -7,9 +7,17 @@ enough for the SDK to be tested end to end without the network:
   * /v1/tts, /v1/asr, /model, /model/{id}, /wallet/{user}/api-credit and
     /wallet/{user}/package behave like the real API (auth, status codes,
     body shapes, 422 arrays), and TTS returns real, decodable audio;
+  * /v1/tts/live and /v1/tts/live/with-timestamp speak live TTS over
+    WebSocket on the same port (fish-api.md §5, live-tts.md §1): start,
+    text, flush, stop in; audio (plus alignment on /with-timestamp) and
+    finish out. The framing is Debian's python3-websockets (sans-I/O), so
+    the client is tested against a codec nobody here wrote;
   * /_test/... is a control API (no auth) that lets a spec inspect every
     request the server received, queue faults (errors, resets, stalls,
-    truncation, ...), change timings and force voice training to fail.
+    truncation, ...; on the live paths also refused handshakes, finish/error,
+    error events, drops, fragments, pings, stalls, odd PCM splits, ...),
+    read what each live session received (/_test/live), change timings and
+    force voice training to fail.
 
 Usage:
     /usr/bin/python3 spec/support/fish_server.py --port 0 --api-key KEY \
@@ -18,7 +26,8 @@ Usage:
 It prints exactly one line, `LISTENING <port>`, on stdout once it accepts
 connections; everything else (logs) goes to stderr. SIGTERM/SIGINT stop it.
 
-Only the standard library and Debian's python3-msgpack are used.
+Only the standard library and Debian's python3-msgpack are used, plus
+python3-websockets (10.x) for the live paths; without it they answer 501.
 """
 
 import argparse

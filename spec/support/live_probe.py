@@ -17,6 +17,7 @@ Usage: live_probe.py '<json script>'   (or the script on stdin)
      "drop_headers": ["Sec-WebSocket-Key"],   # remove from the handshake
      "timeout": 5,                            # overall limit, seconds
      "keep_audio": false,                     # also return all audio, base64
+     "eager": [{"event": "start", ...}],      # sent with the upgrade request
      "steps": [
         {"send": {"event": "start", "request": {"text": ""}}},
         {"send": {"event": "text", "text": "Hello"}},
@@ -209,6 +210,15 @@ class Probe:
                 del request.headers[k]
             request.headers[k] = v
         self.conn.send_request(request)
+        eager = self.script.get("eager")
+        if eager:
+            # Events sent with the upgrade request, before the 101 arrives, in
+            # the same write: the server must not lose bytes it read early.
+            # A second, already-open library connection frames them.
+            framer = ClientConnection(self.wsuri, state=State.OPEN)
+            for ev in eager:
+                framer.send_binary(msgpack.packb(from_json(ev), use_bin_type=True))
+            self.sock.sendall(b"".join(self.conn.data_to_send() + framer.data_to_send()))
         self.flush()
         while self.result["status"] is None and time.monotonic() < self.deadline:
             if not self.read_once(self.deadline - time.monotonic()):
