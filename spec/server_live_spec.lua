@@ -447,6 +447,16 @@ describe("the local server's live TTS", function()
       assert.are.equal("fish-ping-2", s.pongs[2].data)
     end)
 
+    it("pings on a timer while the session is idle, and records the pongs", function()
+      srv:fault("/v1/tts/live", { ping_every = 0.1 })
+      local r = probe({ steps = { start(PCM), { sleep = 0.45 }, text("Hi"), STOP } })
+      assert.are.equal("stop", last_message(r).reason)
+      assert.is_true(#r.pings >= 3)
+      local s = srv:live_sessions()[1]
+      assert.are.equal(#s.pings_sent, #s.pongs)
+      assert.are.equal(s.pings_sent[1], s.pongs[1].data)
+    end)
+
     it("sends one oversized message of exactly N bytes before the audio", function()
       srv:fault("/v1/tts/live", { oversized = 200000 })
       local r = probe({ steps = { start(PCM), text("Hi"), STOP } })
