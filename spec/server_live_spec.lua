@@ -251,6 +251,24 @@ describe("the local server's live TTS", function()
       assert.are.equal(400, r.status)
     end)
 
+    it("leaves the other upgrade checks to the library: no Connection: Upgrade gets 426", function()
+      local r = probe({ headers = { Authorization = "Bearer " .. srv.api_key, Connection = "keep-alive" } })
+      assert.are.equal(426, r.status)
+      assert.are.equal("websocket", r.headers.upgrade)
+    end)
+
+    it("hangs up before answering on a close or reset fault", function()
+      srv:fault("/v1/tts/live", { close = true })
+      srv:fault("/v1/tts/live", { reset = "before_headers" })
+      for _ = 1, 2 do
+        local r = probe({ steps = { start() } })
+        assert.are.equal(null, r.status)
+        assert.is_true(r.eof)
+      end
+      assert.are.equal(2, #srv:requests_for("GET", "/v1/tts/live"))
+      assert.are.equal(0, #srv:live_sessions())
+    end)
+
     it("answers a plain GET with the API's 404, and 404s every upgrade in self-hosted mode", function()
       local out = io.popen(("curl -s -w ' %%{http_code}' -H 'Authorization: Bearer %s' %s/v1/tts/live"):format(
         srv.api_key, srv.url)):read("*a")

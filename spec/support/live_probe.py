@@ -131,13 +131,18 @@ class Probe:
         except ConnectionResetError:
             data = b""
             self.result["reset"] = True
-        if data:
-            self.conn.receive_data(data)
-        else:
-            self.eof = True
-            self.result["eof"] = True
-            self.result["eof_t"] = self.now()
-            self.conn.receive_eof()
+        try:
+            if data:
+                self.conn.receive_data(data)
+            else:
+                self.eof = True
+                self.result["eof"] = True
+                self.result["eof_t"] = self.now()
+                self.conn.receive_eof()
+        except EOFError as e:
+            # The library raises this when the server hangs up before a
+            # whole handshake response.
+            self.result["error"] = "EOFError: %s" % e
         for ev in self.conn.events_received():
             self.on_event(ev)
         self.flush()
@@ -284,7 +289,7 @@ class Probe:
                 self.result["timed_out"] = not self.eof
             # A refused or failed handshake ends the probe at once: the
             # server may keep an HTTP connection open after a refusal.
-        except OSError as e:
+        except Exception as e:                     # a result, never a dead probe process
             self.result["error"] = self.result["error"] or "%s: %s" % (type(e).__name__, e)
         finally:
             if self.sock is not None:
