@@ -248,8 +248,10 @@ end
 
 -- Wait until the request is no longer running. With `on_progress`, call it
 -- whenever new bytes may have arrived, so streams reach the caller as they
--- come. Canceling the waiting task cancels the request.
-function loop.await(request, pause, on_progress)
+-- come, and once more when the request ends. `moved()`, if given, says
+-- when there is something new for on_progress instead (default: new body
+-- bytes). Canceling the waiting task cancels the request.
+function loop.await(request, pause, on_progress, moved)
   local function cancel() cancel_request(request) end
   if not on_progress then
     wait_for(function() return request:state() ~= "running" end, nil, pause, cancel, { request = request })
@@ -258,6 +260,7 @@ function loop.await(request, pause, on_progress)
   local seen = 0
   local function ready()
     if request:state() ~= "running" then return true end
+    if moved then return moved() end
     return (request:progress()) > seen
   end
   local on = { request = request, progress = true }
