@@ -291,13 +291,28 @@ local function not_in_a_task(fn)
   end
 end
 
+-- While few requests run, a request a task started goes out before the
+-- next task is resumed: when many answers come at once (a batch whose
+-- answers all take the same time), the first task woken sends its next
+-- request at once, not after every other woken task has done its work
+-- (writing its file, its report). With many running, a pump costs more
+-- (libcurl looks at each transfer), and one after the pass serves them all.
+local EAGER_SEND = 64
+local sent_upto = 0 -- `started` as of the last pump in a pass
+local function send_started()
+  if started ~= sent_upto and tracked_count <= EAGER_SEND then
+    sent_upto = started
+    pump()
+  end
+end
+
 -- Resume what is ready, then let libcurl send what those tasks just
 -- started, so a request started in a frame goes out in that frame.
 local function run_pass(budget)
   tasks.poll_conditions()
-  local before = started
-  local ran = tasks.run_ready(budget)
-  if started ~= before then pump() end
+  sent_upto = started
+  local ran = tasks.run_ready(budget, send_started)
+  if started ~= sent_upto then pump() end
   tasks.deliver_errors()
   return ran
 end
