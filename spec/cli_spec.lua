@@ -227,6 +227,8 @@ describe("fish-audio", function()
       for _, name in ipairs({ "say", "voices", "batch", "transcribe", "credits" }) do
         assert.matches("\n  " .. name .. " ", out, 1, true)
       end
+      -- The flags fish-audio itself takes, besides the commands'.
+      for _, flag in ipairs({ "-h, --help", "--version" }) do assert.truthy(out:find("  " .. flag .. " ", 1, true), flag) end
       for _, word in ipairs({ "FISH_API_KEY", "FISH_BASE_URL", "FISH_AUDIO_PROGRESS", "--api-key-file" }) do
         assert.truthy(out:find(word, 1, true), word)
       end
