@@ -441,6 +441,7 @@ describe("fish-audio", function()
 
     it("show a long upload's progress: plain lines off a terminal, a bar, or nothing", function()
       local big = scratch .. "/long.wav"
+      local _
       files.write(big, string.rep("\0\1", 2 * 1024 * 1024)) -- 4 MiB
       -- Off a terminal: plain lines, the last one when everything is sent.
       local code, out, err = run(srv, { "transcribe", big })
@@ -450,22 +451,22 @@ describe("fish-audio", function()
       assert.matches("fish%-audio: uploaded long%.wav: 4%.0 MiB in [%d.]+s; waiting for the answer\n", err)
       assert.is_nil(err:find("\r", 1, true))
       -- A bar, redrawn in place, and the line given back at the end.
-      code, out, err = run(srv, { "transcribe", big, "--progress", "bar" })
+      code, _, err = run(srv, { "transcribe", big, "--progress", "bar" })
       assert.equals(0, code, err)
       assert.matches("\ruploading long%.wav: [%d.]+ %a+ of 4%.0 MiB %[[#-]+%] %d+%%", err)
       assert.matches("\ruploaded long%.wav: 4%.0 MiB in [%d.]+s; waiting for the answer\27%[K\n$", err)
-      code, out, err = run(srv, { "transcribe", big }, { FISH_AUDIO_PROGRESS = "none" })
+      code, _, err = run(srv, { "transcribe", big }, { FISH_AUDIO_PROGRESS = "none" })
       assert.equals(0, code)
       assert.equals("", err)
       -- The other long uploads: voice samples, and say's references.
-      code, out, err = run(srv, { "voices", "create", "--title", "long", big, REFERENCE_WAV })
+      code, _, err = run(srv, { "voices", "create", "--title", "long", big, REFERENCE_WAV })
       assert.equals(0, code, err)
       assert.matches("uploaded 2 samples: 4%.2 MiB in", err)
-      code, out, err = run(srv, { "say", "long", "--ref", big, "--ref-text", "hi", "-o", scratch .. "/long.mp3" })
+      code, _, err = run(srv, { "say", "long", "--ref", big, "--ref-text", "hi", "-o", scratch .. "/long.mp3" })
       assert.equals(0, code, err)
       assert.matches("uploaded long%.wav: 4%.0 MiB in", err)
       -- A short upload ends before a display would help.
-      code, out, err = run(srv, { "transcribe", REFERENCE_WAV })
+      code, _, err = run(srv, { "transcribe", REFERENCE_WAV })
       assert.equals(0, code)
       assert.equals("", err)
     end)
