@@ -9,7 +9,7 @@
 local fish = require("fish")
 
 local out = arg and arg[1] or "game_line.mp3"
-local game = { frame = 0, line = nil }
+local game = { frame = 0, line = nil, received = 0 }
 
 local function load()
   game.speech = fish.spawn(function()
@@ -17,6 +17,11 @@ local function load()
       text = "Welcome, traveller. The gate opens at dawn.",
       reference_id = os.getenv("FISH_VOICE_ID"),
       out = out,
+      -- Runs from fish.step, never from inside libcurl: a loading bar can
+      -- read game.received (and the total, when the answer has a length).
+      on_progress = function(_, _, received, total)
+        game.received, game.total = received, total
+      end,
     }
   end)
 end
@@ -41,4 +46,4 @@ while not game.line do
   draw()
   fish.sleep(1 / 60) -- stands in for vsync; a real engine waits here itself
 end
-print(("game loop: %d frames while speaking; %s"):format(game.frame, game.line))
+print(("game loop: %d frames while speaking, %d bytes received; %s"):format(game.frame, game.received, game.line))

@@ -206,14 +206,16 @@ describe("fish-audio", function()
   describe("help and usage", function()
     -- The flags the issue names, per command; each must be in its --help.
     local FLAGS = {
-      say = { "-o", "--output", "--voice", "--ref", "--ref-text", "--format", "--model", "--speed", "--api-key-file" },
+      say = { "-o", "--output", "--voice", "--ref", "--ref-text", "--format", "--model", "--speed", "--progress",
+              "--api-key-file" },
       batch = { "--out", "--jobs", "--voice", "--ref", "--ref-text", "--format", "--model", "--speed", "--report",
                 "--retries", "--dry-run", "--progress", "--api-key-file" },
-      transcribe = { "--language", "--json", "--api-key-file" },
+      transcribe = { "--language", "--json", "--progress", "--api-key-file" },
       credits = { "--json", "--api-key-file" },
       ["voices list"] = { "--json", "--library", "--title", "--tag", "--limit" },
       ["voices get"] = { "--json" },
-      ["voices create"] = { "--title", "--text", "--wait", "--visibility", "--cover", "--timeout", "--interval" },
+      ["voices create"] = { "--title", "--text", "--wait", "--visibility", "--cover", "--timeout", "--interval",
+                            "--progress" },
       ["voices update"] = { "--title", "--description", "--visibility", "--tag", "--cover" },
       ["voices delete"] = { "--api-key-file" },
       ["voices wait"] = { "--timeout", "--interval" },
@@ -225,6 +227,8 @@ describe("fish-audio", function()
       for _, name in ipairs({ "say", "voices", "batch", "transcribe", "credits" }) do
         assert.matches("\n  " .. name .. " ", out, 1, true)
       end
+      -- The flags fish-audio itself takes, besides the commands'.
+      for _, flag in ipairs({ "-h, --help", "--version" }) do assert.truthy(out:find("  " .. flag .. " ", 1, true), flag) end
       for _, word in ipairs({ "FISH_API_KEY", "FISH_BASE_URL", "FISH_AUDIO_PROGRESS", "--api-key-file" }) do
         assert.truthy(out:find(word, 1, true), word)
       end
@@ -433,6 +437,38 @@ describe("fish-audio", function()
       code, out = run(srv, { "transcribe", REFERENCE_WAV, "--json" })
       assert.equals(0, code)
       assert.equals("hello from the local fish server", cjson.decode(out).text)
+    end)
+
+    it("show a long upload's progress: plain lines off a terminal, a bar, or nothing", function()
+      local big = scratch .. "/long.wav"
+      local _
+      files.write(big, string.rep("\0\1", 2 * 1024 * 1024)) -- 4 MiB
+      -- Off a terminal: plain lines, the last one when everything is sent.
+      local code, out, err = run(srv, { "transcribe", big })
+      assert.equals(0, code, err)
+      assert.equals("hello from the local fish server\n", out)
+      assert.matches("fish%-audio: uploading long%.wav: [%d.]+ %a+ of 4%.0 MiB %d+%%\n", err)
+      assert.matches("fish%-audio: uploaded long%.wav: 4%.0 MiB in [%d.]+s; waiting for the answer\n", err)
+      assert.is_nil(err:find("\r", 1, true))
+      -- A bar, redrawn in place, and the line given back at the end.
+      code, _, err = run(srv, { "transcribe", big, "--progress", "bar" })
+      assert.equals(0, code, err)
+      assert.matches("\ruploading long%.wav: [%d.]+ %a+ of 4%.0 MiB %[[#-]+%] %d+%%", err)
+      assert.matches("\ruploaded long%.wav: 4%.0 MiB in [%d.]+s; waiting for the answer\27%[K\n$", err)
+      code, _, err = run(srv, { "transcribe", big }, { FISH_AUDIO_PROGRESS = "none" })
+      assert.equals(0, code)
+      assert.equals("", err)
+      -- The other long uploads: voice samples, and say's references.
+      code, _, err = run(srv, { "voices", "create", "--title", "long", big, REFERENCE_WAV })
+      assert.equals(0, code, err)
+      assert.matches("uploaded 2 samples: 4%.2 MiB in", err)
+      code, _, err = run(srv, { "say", "long", "--ref", big, "--ref-text", "hi", "-o", scratch .. "/long.mp3" })
+      assert.equals(0, code, err)
+      assert.matches("uploaded long%.wav: 4%.0 MiB in", err)
+      -- A short upload ends before a display would help.
+      code, _, err = run(srv, { "transcribe", REFERENCE_WAV })
+      assert.equals(0, code)
+      assert.equals("", err)
     end)
 
     it("credits prints the credit, or JSON", function()
@@ -754,6 +790,15 @@ describe("fish-audio", function()
       code, _, err = batch(out, {}, { FISH_AUDIO_PROGRESS = "none" })
       assert.equals(0, code)
       assert.equals("", err)
+    end)
+
+    it("counts the bytes rows send while they run, from fish's on_progress", function()
+      local big = dir .. "/long.wav"
+      files.write(big, string.rep("\0\1", 1024 * 1024)) -- 2 MiB, sent by each row
+      write_manifest(manifest, 5, function(_, row) row.voice = "" end)
+      local code, _, err = batch(dir .. "/audio", { "--ref", big, "--ref-text", "hi" }, { FISH_AUDIO_PROGRESS = "bar" })
+      assert.equals(0, code, err)
+      assert.matches("5/5 rows %[####################%]  [%d.]+ %a+  sent 10%.0 MiB", err)
     end)
 
     local has_script = os.execute("command -v script >/dev/null 2>&1")

@@ -67,5 +67,7 @@ describe("examples", function()
     local frames = tonumber(out:match("game loop: (%d+) frames"))
     assert.is_true(frames and frames >= 10, out)
     assert.is_true(size_of(dir .. "/line.mp3") > 0)
+    -- on_progress counted the download.
+    assert.equal(size_of(dir .. "/line.mp3"), tonumber(out:match("(%d+) bytes received")))
   end)
 end)

@@ -177,6 +177,18 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata) {
     return size * nmemb;
 }
 
+/* Transfer info: only copied here; Lua reads it with r:transfer() from the
+ * engine's step. Never stops the transfer. */
+static int on_xferinfo(void *userdata, curl_off_t receive_total, curl_off_t received,
+                       curl_off_t send_total, curl_off_t sent) {
+    fish_request *r = userdata;
+    r->sent = sent;
+    r->send_total = send_total;
+    r->received = received;
+    r->receive_total = receive_total;
+    return 0;
+}
+
 /* A multipart file part. Its size is fixed when the request is created, and
  * libcurl declares Content-Length from it, so the bytes sent must be exactly
  * that many whatever happens to the file meanwhile: a file that ends early
@@ -628,6 +640,17 @@ static void set_proxy(lua_State *L, fish_request *r, int opts) {
     curl_easy_setopt(r->easy, CURLOPT_HEADEROPT, CURLHEADER_SEPARATE);
 }
 
+/* progress = true: libcurl reports transfer info to on_xferinfo. Without
+ * it NOPROGRESS stays on, and libcurl does no progress work for the
+ * request at all. */
+static void set_progress(lua_State *L, fish_request *r, int opts) {
+    if (!opt_boolean(L, opts, "progress")) return;
+    r->watch_transfer = 1;
+    curl_easy_setopt(r->easy, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+    curl_easy_setopt(r->easy, CURLOPT_XFERINFODATA, (void *)r);
+    curl_easy_setopt(r->easy, CURLOPT_NOPROGRESS, 0L);
+}
+
 static void set_transport(lua_State *L, fish_request *r, int opts) {
     CURL *e = r->easy;
     size_t url_length = 0;
@@ -687,7 +710,7 @@ static void set_transport(lua_State *L, fish_request *r, int opts) {
 /* core.request{ url=, method=, headers={...}, body= | mime={...},
  *               sink="buffer"|"stream"|"file", path=, target=, max_bytes=,
  *               connect_timeout=, ca_file=, proxy=, proxy_tunnel=,
- *               error_body_limit= }
+ *               error_body_limit=, progress= }
  * Only fish's Lua half builds these tables, so unknown keys are not looked
  * for here (util.check_fields does that for the public calls). */
 static int request_new(lua_State *L) {
@@ -714,6 +737,7 @@ static int request_new(lua_State *L) {
     set_mime(L, r, 1);
     set_method(L, r, 1);
     set_sink(L, r, 1);
+    set_progress(L, r, 1);
     return 1;
 }
 
@@ -731,6 +755,13 @@ void fish_request_finish(fish_request *r, CURLcode result, int canceled) {
     long status = 0;
     if (curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status)
         r->status = status;
+    /* libcurl may end a transfer without reporting its last bytes to
+     * on_xferinfo: the final counts come from the handle. */
+    if (r->watch_transfer) {
+        curl_off_t n = 0;
+        if (curl_easy_getinfo(r->easy, CURLINFO_SIZE_UPLOAD_T, &n) == CURLE_OK) r->sent = n;
+        if (curl_easy_getinfo(r->easy, CURLINFO_SIZE_DOWNLOAD_T, &n) == CURLE_OK) r->received = n;
+    }
     /* The file stays open for r:commit, which syncs it; a full disk shows
      * here already, in the result. */
     if (r->file && fflush(r->file) != 0 && !r->file_errno) r->file_errno = errno ? errno : EIO;
@@ -1017,6 +1048,30 @@ static int request_progress(lua_State *L) {
     return 4;
 }
 
+/* A total libcurl reports as 0 may be an unknown one: the handle knows
+ * which (-1 when nothing announced a length). */
+static void push_total(lua_State *L, fish_request *r, curl_off_t total, CURLINFO length_info) {
+    curl_off_t length = -1;
+    if (total == 0 && (curl_easy_getinfo(r->easy, length_info, &length) != CURLE_OK || length < 0))
+        lua_pushnil(L);
+    else
+        fish_pushint64(L, (int64_t)total);
+}
+
+/* r:transfer() -> sent, send_total, received, receive_total: the body bytes
+ * sent so far and the body's length (0 without one), the response body bytes
+ * received so far and its Content-Length. A total is nil while unknown (no
+ * answer yet, or an answer without Content-Length). Only requests made with
+ * progress = true count; the others report zeros. */
+static int request_transfer(lua_State *L) {
+    fish_request *r = fish_check_request(L, 1);
+    fish_pushint64(L, (int64_t)r->sent);
+    push_total(L, r, r->send_total, CURLINFO_CONTENT_LENGTH_UPLOAD_T);
+    fish_pushint64(L, (int64_t)r->received);
+    push_total(L, r, r->receive_total, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T);
+    return 4;
+}
+
 static int request_cancel(lua_State *L) {
     fish_request *r = fish_check_request(L, 1);
     if (r->state == REQ_RUNNING) {
@@ -1043,7 +1098,8 @@ int fish_open_request(lua_State *L) {
         {"take", request_take},     {"error_body", request_error_body},
         {"header", request_header}, {"progress", request_progress},
         {"cancel", request_cancel}, {"commit", request_commit},
-        {"buffered", request_buffered}, {NULL, NULL},
+        {"buffered", request_buffered}, {"transfer", request_transfer},
+        {NULL, NULL},
     };
     fish_class_register(L, FISH_REQUEST_MT, methods, request_close, request_tostring);
     lua_pushcfunction(L, request_new);

@@ -55,6 +55,11 @@ typedef struct fish_request {
     size_t request_head;     /* bytes of URL, method and header lines we gave libcurl */
     long status;             /* HTTP status, 0 until the body starts or ends */
     curl_off_t delivered;    /* 2xx bytes handed to the sink */
+    /* Transfer progress, copied by on_xferinfo only for requests made with
+     * progress = true (the others never set the callback): body bytes sent
+     * and to send, response body bytes received and announced. */
+    int watch_transfer;
+    curl_off_t sent, send_total, received, receive_total;
     double started_at, first_byte_at, last_activity_at;
     fish_request_state state;
     CURLcode result;

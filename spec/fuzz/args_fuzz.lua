@@ -245,6 +245,8 @@ local KEYS = {
   "enhance_audio_quality", "train_mode", "type", "generate_sample",
   "X-Trace", "traceparent", "Authorization", "content-type", "bad name", "tag", "page",
   "id", "_id", "foo", "", "tex", "referenceid",
+  -- Appended, so that the corpus keeps naming the keys it named.
+  "on_progress",
 }
 
 local STRINGS = {

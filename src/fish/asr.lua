@@ -6,7 +6,7 @@ local util = require("fish.util")
 
 local asr = {}
 
-local FIELDS = { "audio", "language", "timestamps" }
+local FIELDS = { "audio", "language", "timestamps", "on_progress" }
 
 local function fail(field, message)
   util.raise(("fish.asr.transcribe: field '%s' %s"):format(field, message))
@@ -20,6 +20,7 @@ function asr.encode(args)
   end
   if args.language ~= nil and type(args.language) ~= "string" then fail("language", "must be a string") end
   if args.timestamps ~= nil and type(args.timestamps) ~= "boolean" then fail("timestamps", "must be a boolean") end
+  if args.on_progress ~= nil and type(args.on_progress) ~= "function" then fail("on_progress", "must be a function") end
   local w = core.mp_writer()
   w:map(args.language and 3 or 2)
   w:str("audio")

@@ -186,7 +186,8 @@ end
 
 -- Send one API call. spec: method, path, query, headers, body | mime, out,
 -- on_chunk, expect_body, plus the per-call args: retries, time limits,
--- cancel, and the extra headers, query parameters and api_key of this call.
+-- cancel, on_progress, and the extra headers, query parameters and api_key
+-- of this call.
 function State:send(spec, args, fn)
   args = args or {}
   local retries, token, limits = self:call_settings(args, fn)
@@ -215,6 +216,9 @@ function State:send(spec, args, fn)
   spec.limits = limits
   spec.cancel = token
   spec.proxy = self.proxy
+  -- Only the calls that list it (convert, voices.create, asr.transcribe)
+  -- let it through their field checks, and they check it is a function.
+  spec.on_progress = args.on_progress
   return http.send(self, spec)
 end
 

@@ -103,19 +103,50 @@ local function temp_path_for(out)
   return ("%s.%x-%d.part"):format(out, math.floor(core.now() * 1e6) % 0x7fffffff, temp_counter)
 end
 
--- Wait for the request, feeding on_chunk as bytes arrive. Whatever raises
--- on the way (on_chunk, a host's pause function) must not leave the
--- transfer running and buffering: close the request, then raise again.
--- loop.pcall lets on_chunk suspend its task on every ABI.
-local function await(client, spec, request)
-  local on_progress
-  if spec.on_chunk then
-    on_progress = function()
+-- What a caller who watches the transfer is told, after each engine step
+-- that moved it: on_chunk gets the body bytes that arrived, on_progress the
+-- transfer counters (sent, send_total, received, receive_total) when any of
+-- them changed. on_progress is called at least once, and its last call,
+-- after the transfer ended, has the final counts. Each attempt is a new
+-- request, so a retry counts again from zero. Returns deliver, moved for
+-- loop.await.
+local function watcher(spec, request)
+  local on_chunk, on_progress = spec.on_chunk, spec.on_progress
+  local taken = 0
+  local sent, send_total, received, receive_total = 0, nil, 0, nil
+  local told = false
+  local function counters_moved()
+    local s, st, r, rt = request:transfer()
+    return s ~= sent or st ~= send_total or r ~= received or rt ~= receive_total
+  end
+  local function moved()
+    if on_chunk and (request:progress()) > taken then return true end
+    return on_progress ~= nil and counters_moved()
+  end
+  local function deliver()
+    if on_chunk then
+      taken = request:progress()
       local bytes = request:take()
-      if bytes then spec.on_chunk(bytes) end
+      if bytes then on_chunk(bytes) end
+    end
+    if on_progress and (counters_moved() or (not told and request:state() ~= "running")) then
+      sent, send_total, received, receive_total = request:transfer()
+      told = true
+      on_progress(sent, send_total, received, receive_total)
     end
   end
-  local ok, why = loop.pcall(loop.await, request, client.pause, on_progress)
+  return deliver, moved
+end
+
+-- Wait for the request, feeding on_chunk and on_progress as it moves.
+-- Whatever raises on the way (either callback, a host's pause function)
+-- must not leave the transfer running and buffering: close the request,
+-- then raise again. loop.pcall lets the callbacks suspend their task on
+-- every ABI.
+local function await(client, spec, request)
+  local deliver, moved
+  if spec.on_chunk or spec.on_progress then deliver, moved = watcher(spec, request) end
+  local ok, why = loop.pcall(loop.await, request, client.pause, deliver, moved)
   if not ok then
     request:close()
     error(why, 0)
@@ -145,6 +176,7 @@ local function attempt(client, spec, limits)
     ca_file = client.ca_file,
     proxy = spec.proxy or "",
     proxy_tunnel = true,
+    progress = spec.on_progress ~= nil,
   })
   client:_track(request)
   if spec.cancel then spec.cancel:watch(request) end
@@ -201,8 +233,8 @@ local function commit(request, spec)
 end
 
 -- http.send(client, spec): spec = { method, url, headers, body | mime,
--- out | on_chunk, expect_body, max_bytes, retries, limits, cancel, proxy,
--- secrets }. Every error it returns has had the call's keys redacted.
+-- out | on_chunk, on_progress, expect_body, max_bytes, retries, limits,
+-- cancel, proxy, secrets }. Every error it returns has had the call's keys redacted.
 function http.send(client, spec)
   local limits = spec.limits
   local attempts = (spec.retries or 0) + 1

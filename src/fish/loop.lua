@@ -248,8 +248,10 @@ end
 
 -- Wait until the request is no longer running. With `on_progress`, call it
 -- whenever new bytes may have arrived, so streams reach the caller as they
--- come. Canceling the waiting task cancels the request.
-function loop.await(request, pause, on_progress)
+-- come, and once more when the request ends. `moved()`, if given, says
+-- when there is something new for on_progress instead (default: new body
+-- bytes). Canceling the waiting task cancels the request.
+function loop.await(request, pause, on_progress, moved)
   local function cancel() cancel_request(request) end
   if not on_progress then
     wait_for(function() return request:state() ~= "running" end, nil, pause, cancel, { request = request })
@@ -258,6 +260,7 @@ function loop.await(request, pause, on_progress)
   local seen = 0
   local function ready()
     if request:state() ~= "running" then return true end
+    if moved then return moved() end
     return (request:progress()) > seen
   end
   local on = { request = request, progress = true }
@@ -288,13 +291,28 @@ local function not_in_a_task(fn)
   end
 end
 
+-- While few requests run, a request a task started goes out before the
+-- next task is resumed: when many answers come at once (a batch whose
+-- answers all take the same time), the first task woken sends its next
+-- request at once, not after every other woken task has done its work
+-- (writing its file, its report). With many running, a pump costs more
+-- (libcurl looks at each transfer), and one after the pass serves them all.
+local EAGER_SEND = 64
+local sent_upto = 0 -- `started` as of the last pump in a pass
+local function send_started()
+  if started ~= sent_upto and tracked_count <= EAGER_SEND then
+    sent_upto = started
+    pump()
+  end
+end
+
 -- Resume what is ready, then let libcurl send what those tasks just
 -- started, so a request started in a frame goes out in that frame.
 local function run_pass(budget)
   tasks.poll_conditions()
-  local before = started
-  local ran = tasks.run_ready(budget)
-  if started ~= before then pump() end
+  sent_upto = started
+  local ran = tasks.run_ready(budget, send_started)
+  if started ~= sent_upto then pump() end
   tasks.deliver_errors()
   return ran
 end

@@ -224,8 +224,8 @@ end
 -- Resume the tasks that were ready when this pass began, oldest first.
 -- With `budget` (seconds), stop once that much time has gone, after at
 -- least one task; the rest stay first in line for the next pass. Returns
--- how many ran.
-function tasks.run_ready(budget)
+-- how many ran. `after_each`, if given, runs after each resumption.
+function tasks.run_ready(budget, after_each)
   local last = queue.tail -- woken during this pass: the next pass
   local started = budget and core.now()
   local ran = 0
@@ -238,6 +238,7 @@ function tasks.run_ready(budget)
     if task.status == "running" then
       ran = ran + 1
       resume(task)
+      if after_each then after_each() end
       if budget and core.now() - started >= budget then break end
     end
   end

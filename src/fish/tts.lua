@@ -36,7 +36,7 @@ local FIELDS = {
 }
 
 -- Options of fish.convert that shape the call rather than the body.
-tts.CALL_OPTIONS = { "model", "extra", "out", "on_chunk", "max_bytes" }
+tts.CALL_OPTIONS = { "model", "extra", "out", "on_chunk", "on_progress", "max_bytes" }
 for _, name in ipairs(util.CALL_OPTIONS) do tts.CALL_OPTIONS[#tts.CALL_OPTIONS + 1] = name end
 
 local KNOWN, NAMES = {}, {}
@@ -191,6 +191,7 @@ function tts.check(args)
   end
   if args.out ~= nil then util.check_output_path(WHERE, "out", args.out) end
   if args.on_chunk ~= nil and type(args.on_chunk) ~= "function" then fail("on_chunk", "must be a function") end
+  if args.on_progress ~= nil and type(args.on_progress) ~= "function" then fail("on_progress", "must be a function") end
   if args.out and args.on_chunk then fail("out", "cannot be combined with on_chunk") end
   if args.max_bytes ~= nil then util.check_byte_count(WHERE, "max_bytes", args.max_bytes) end
   if args.model ~= nil and args.model ~= false and type(args.model) ~= "string" then

@@ -101,7 +101,7 @@ end
 
 local CREATE_FIELDS = {
   "title", "voices", "texts", "tags", "description", "visibility", "cover_image",
-  "enhance_audio_quality", "train_mode", "type", "generate_sample",
+  "enhance_audio_quality", "train_mode", "type", "generate_sample", "on_progress",
 }
 
 function voices.create_parts(args)
@@ -113,6 +113,9 @@ function voices.create_parts(args)
   check_string(fn, args, "type")
   check_boolean(fn, args, "enhance_audio_quality")
   check_boolean(fn, args, "generate_sample")
+  if args.on_progress ~= nil and type(args.on_progress) ~= "function" then
+    fail(fn, "on_progress", "must be a function")
+  end
   local visibility = args.visibility or "private"
   check_visibility(fn, visibility)
   local samples = args.voices

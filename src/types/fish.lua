@@ -135,12 +135,20 @@ function fish.file(path) end
 ---@field model string|false|nil the `model` header for this call; `false` sends none
 ---@field out string? stream the audio into this file: it is written beside it and renamed over it on success
 ---@field on_chunk fun(bytes: string)? receive each chunk of audio as it arrives
+---@field on_progress fun(sent: integer, send_total: integer?, received: integer, receive_total: integer?)? bytes moved
 ---@field max_bytes integer? the most audio bytes held in memory (unread, for `on_chunk`), else kind `"too_large"`
 
 --- Text to speech (`POST /v1/tts`), on the default client.
 -- Returns the audio bytes; with `out = path`, `path, size` (a failure leaves no file, or the old
 -- file untouched); with `on_chunk`, the total number of bytes. A misspelt or unknown field raises
 -- at once with its name. Failures return `nil, message, err`.
+-- `on_progress(sent, send_total, received, receive_total)` (also taken by `voices.create` and
+-- `asr.transcribe`) is called from fish's wait, never from inside libcurl, after each step that moved
+-- the transfer, and once more when it ends, with the final counts: `sent` and `send_total` are the
+-- request body's bytes (0 for none), `received` and `receive_total` the answer's body bytes (an error
+-- page's too). A total is nil while unknown: before the request goes out, and for an answer sent
+-- without a length (streamed audio). A retry counts again from zero. If it raises, the transfer is
+-- closed and the error propagates, as with `on_chunk`.
 ---@param args fish.ConvertArgs the text, the voice and the options
 ---@return string|integer|nil result the audio bytes; the path with `out`; the byte count with `on_chunk`
 ---@return integer|string|nil size the size in bytes with `out`; on failure, the one-line message
@@ -185,6 +193,7 @@ local voices = {}
 ---@field [string] any the server's other fields (description, tags, visibility, samples...)
 
 --- The fields of `fish.voices.create`, and the options of `fish.CallOptions`.
+-- `on_progress` reports the upload of the samples, as for `fish.convert`.
 ---@class fish.VoiceCreateArgs: fish.CallOptions
 ---@field title string the title (required)
 ---@field voices string|fish.File|(string|fish.File)[] one sample or more: bytes or `fish.file(path)`
@@ -197,6 +206,7 @@ local voices = {}
 ---@field train_mode string? default `"fast"`
 ---@field type string? default `"tts"`
 ---@field generate_sample boolean? ask the server for a sample of the new voice
+---@field on_progress fun(sent: integer, send_total: integer?, received: integer, receive_total: integer?)? bytes moved
 
 --- The fields of `fish.voices.update`, and the options of `fish.CallOptions`.
 ---@class fish.VoiceUpdateArgs: fish.CallOptions
@@ -300,10 +310,12 @@ function voices.wait_trained(id_or_voice, opts) end
 local asr = {}
 
 --- The fields of `fish.asr.transcribe`, and the options of `fish.CallOptions`.
+-- `on_progress` reports the upload of the audio, as for `fish.convert`.
 ---@class fish.TranscribeArgs: fish.CallOptions
 ---@field audio string|fish.File the audio: bytes or `fish.file(path)` (required)
 ---@field language string? the language, e.g. `"en"`; default: detected
 ---@field timestamps boolean? segment timestamps (default true)
+---@field on_progress fun(sent: integer, send_total: integer?, received: integer, receive_total: integer?)? bytes moved
 
 --- The answer of `fish.asr.transcribe`.
 ---@class fish.Transcript

@@ -38,9 +38,7 @@ for _, option in ipairs({
     help = "tries again after a 5xx, 408 or network failure (a 429 is always tried again)" },
   { "dry-run", help = "count the rows and characters to voice and show the account's credit; send nothing "
     .. "that is billed" },
-  { "progress", value = "MODE", choices = progress.MODES,
-    help = "bar, plain lines, or none [default: FISH_AUDIO_PROGRESS, else bar when stderr is a terminal, "
-      .. "else plain]" },
+  progress.OPTION,
   args.API_KEY_FILE,
   args.HELP,
 }) do options[#options + 1] = option end
@@ -192,6 +190,8 @@ function batch.run(parsed)
     convert = function(row)
       local request = speech.request(row.text, row.source, o, file_of)
       request.out, request.retries = row.file, 0
+      -- The bar's bytes grow while the row is under way.
+      request.on_progress = function(sent, _, received) show:transfer(row.id, received, sent) end
       return client.convert(request)
     end,
     on_result = function(row, result)

@@ -15,18 +15,27 @@ local OFFSET = 2166136261
 local TWO_32 = 4294967296
 local TWO_24 = 16777216
 
--- a XOR b for bytes, as one table lookup: XOR[a * 256 + b].
+-- a XOR b for bytes, as one table lookup: XOR[a * 256 + b]. Built from the
+-- XOR of 4-bit halves, so that making it costs 65,536 lookups rather than
+-- half a million bit steps (about 60 ms at every start of batch on 5.4).
 local XOR
 local function xor_table()
-  local t = {}
-  for a = 0, 255 do
-    for b = 0, 255 do
+  local nibble = {}
+  for a = 0, 15 do
+    for b = 0, 15 do
       local x, bit, ra, rb = 0, 1, a, b
-      for _ = 1, 8 do
+      for _ = 1, 4 do
         if ra % 2 ~= rb % 2 then x = x + bit end
         ra, rb, bit = (ra - ra % 2) / 2, (rb - rb % 2) / 2, bit * 2
       end
-      t[a * 256 + b] = x
+      nibble[a * 16 + b] = x
+    end
+  end
+  local t = {}
+  for a = 0, 255 do
+    local high, low = math.floor(a / 16) * 16, a % 16 * 16
+    for b = 0, 255 do
+      t[a * 256 + b] = nibble[high + math.floor(b / 16)] * 16 + nibble[low + b % 16]
     end
   end
   return t

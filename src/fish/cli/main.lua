@@ -35,7 +35,8 @@ function main.help()
     args.rows({
       { "FISH_API_KEY", "the API key (or pass --api-key-file FILE to a command; there is no --api-key)" },
       { "FISH_BASE_URL", "the API server [default: https://api.fish.audio]" },
-      { "FISH_AUDIO_PROGRESS", "batch progress display: bar, plain or none" },
+      { "FISH_AUDIO_PROGRESS", "progress display of batch and of long uploads (say --ref, transcribe, "
+        .. "voices create): bar, plain or none" },
     }),
     "",
     "exit status: 0 done, 1 API or network error, 2 usage error, 3 some batch rows failed, 130 interrupted.",

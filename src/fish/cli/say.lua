@@ -5,6 +5,7 @@
 local args = require("fish.cli.args")
 local failure = require("fish.cli.failure")
 local fs = require("fish.cli.fs")
+local progress = require("fish.cli.progress")
 local session = require("fish.cli.session")
 local speech = require("fish.cli.speech")
 
@@ -16,6 +17,7 @@ local options = {
       .. "arrives [default: stdout, unless stdout is a terminal]" },
 }
 for _, option in ipairs(speech.OPTIONS) do options[#options + 1] = option end
+options[#options + 1] = progress.OPTION
 options[#options + 1] = args.API_KEY_FILE
 options[#options + 1] = args.HELP
 
@@ -55,6 +57,9 @@ function say.run(parsed)
   local source = speech.default_voice(o)
   local client = session.client(o)
   local request = speech.request(text, source, o, speech.file_cache())
+  -- Long references take a while to send: show it (nothing for short ones).
+  local shown = progress.command_upload(o, source.refs and speech.describe_refs(source.refs) or "the request")
+  request.on_progress = shown:callback()
 
   if output == "-" then
     local stdout = io.stdout
@@ -65,11 +70,13 @@ function say.run(parsed)
       if not ok then failure.api("cannot write the audio to stdout: " .. tostring(why)) end
     end
     local total, message = failure.protect(client.convert, request)
+    shown:finish()
     if not total then failure.api(message) end
     return 0
   end
   request.out = output
   local path, size = failure.protect(client.convert, request)
+  shown:finish()
   if not path then failure.api(size) end
   io.stderr:write(("fish-audio: wrote %s (%d bytes)\n"):format(path, size))
   return 0

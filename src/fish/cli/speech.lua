@@ -54,6 +54,12 @@ function speech.file_cache()
   end
 end
 
+-- How an upload display names references: the file, or how many.
+function speech.describe_refs(refs)
+  if #refs == 1 then return refs[1].path:match("[^/]*$") end
+  return ("%d references"):format(#refs)
+end
+
 -- The fish.convert arguments for `text` spoken by `source` ({ voice = } or
 -- { refs = }), with the audio settings of `options`.
 function speech.request(text, source, options, file_of)

@@ -4,6 +4,7 @@ local args = require("fish.cli.args")
 local failure = require("fish.cli.failure")
 local fs = require("fish.cli.fs")
 local json = require("fish.json")
+local progress = require("fish.cli.progress")
 local session = require("fish.cli.session")
 
 local transcribe = {}
@@ -18,6 +19,7 @@ transcribe.spec = {
     { "language", value = "L", help = "the spoken language, e.g. en (a hint; detected when left out)" },
     { "timestamps", help = "print one '[start-end] text' line per segment" },
     { "json", help = "print the whole answer as JSON (text, duration, segments, language)" },
+    progress.OPTION,
     args.API_KEY_FILE,
     args.HELP,
   },
@@ -29,9 +31,12 @@ function transcribe.run(parsed)
   if not fs.is_file(path) then failure.usage(("transcribe: %s is not a readable file"):format(path)) end
   local client = session.client(o)
   local audio = failure.protect(require("fish").file, path)
+  local shown = progress.command_upload(o, path:match("[^/]*$"))
   local result, message = failure.protect(client.asr.transcribe, {
     audio = audio, language = o.language, timestamps = (o.timestamps or o.json) and true or false,
+    on_progress = shown:callback(),
   })
+  shown:finish()
   if not result then failure.api(message) end
   if o.json then
     io.stdout:write(json.encode(result), "\n")

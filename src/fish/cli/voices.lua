@@ -5,6 +5,7 @@ local args = require("fish.cli.args")
 local failure = require("fish.cli.failure")
 local fs = require("fish.cli.fs")
 local json = require("fish.json")
+local progress = require("fish.cli.progress")
 local session = require("fish.cli.session")
 
 local voices = {}
@@ -153,6 +154,7 @@ local create_options = {
 }
 for _, option in ipairs(WAIT_OPTIONS) do create_options[#create_options + 1] = option end
 create_options[#create_options + 1] = JSON
+create_options[#create_options + 1] = progress.OPTION
 
 commands.create = {
   summary = "Create a voice from sample recordings; prints its id.",
@@ -177,10 +179,14 @@ commands.create = {
       check_file("--cover", o.cover)
       cover = failure.protect(fish.file, o.cover)
     end
+    local positionals = parsed.positionals
+    local shown = progress.command_upload(o, #positionals == 1 and positionals[1]:match("[^/]*$")
+      or ("%d samples"):format(#positionals))
     local voice, message = failure.protect(client.voices.create, {
       title = o.title, voices = samples, texts = #texts > 0 and texts or nil, description = o.description,
-      tags = o.tag, visibility = o.visibility, cover_image = cover,
+      tags = o.tag, visibility = o.visibility, cover_image = cover, on_progress = shown:callback(),
     })
+    shown:finish()
     if not voice then failure.api(message) end
     io.stderr:write(("fish-audio: created voice %s (%s)\n"):format(voice.id, tostring(voice.state)))
     if o.wait then voice = wait(client, voice.id, o) end
