@@ -303,7 +303,7 @@ end
 -- something to happen (0: never wait). With `budget` (seconds), resume
 -- tasks only until that much time has gone (at least one): the others stay
 -- ready, in order, for the next step. Returns the number of live tasks.
--- Raises (or hands to the handler) task errors nobody waits for.
+-- Task errors nobody waits for go to the error handler, never out of here.
 function loop.step(timeout, budget)
   not_in_a_task("fish.step")
   loop.check_seconds("fish.step", "timeout", timeout, true)

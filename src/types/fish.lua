@@ -364,15 +364,14 @@ function account.package(opts) end
 ---@return fish.Task task the task
 function fish.spawn(fn, ...) end
 
---- Drive every task until none is left. Raises `fish task failed: ...` (with the task's traceback)
--- for an error in a task that nobody waits for, one per call, unless `fish.on_error` set a handler.
--- Raises when called inside a fish task.
+--- Drive every task until none is left. An error in a task that nobody waits for goes to the error
+-- handler (`fish.on_error`), never out of this call. Raises when called inside a fish task.
 ---@return nil
 function fish.run() end
 
 --- Drive transfers and tasks once, waiting at most `timeout` seconds for something to happen.
--- `fish.step(0)` never waits, even with hundreds of transfers in flight. Raises like `fish.run`,
--- and when called inside a fish task.
+-- `fish.step(0)` never waits, even with hundreds of transfers in flight. Task errors nobody waits
+-- for go to the error handler, as in `fish.run`. Raises when called inside a fish task.
 -- With `budget`, it stops resuming tasks once that much Lua time has gone (it always resumes at
 -- least one); the others run, in order, in the next steps. Tasks that started requests have them
 -- sent before the step returns, so a request started in a frame goes out in that frame.
@@ -388,8 +387,10 @@ function fish.sleep(seconds) end
 
 --- Set the handler for errors in tasks that nobody waits for (with `task:wait` or
 -- `task:result`): `fn(message, task)` gets each such error once, `message` being
--- `fish task failed: ...` with the task's traceback, and `fish.run`/`fish.step` no longer raise
--- them. `nil` restores the default: `fish.run`/`fish.step` raise them, one per call.
+-- `fish task failed: ...` with the task's traceback. Such errors never raise from `fish.run` or
+-- `fish.step`, which may belong to someone else. The default handler, which `nil` restores, writes
+-- them to `io.stderr`, or shows them with `vim.notify` under Neovim. If `fn` raises, its error
+-- goes to the default handler too.
 ---@param fn fun(message: string, task: fish.Task)? the handler, or nil for the default
 ---@return nil
 function fish.on_error(fn) end
