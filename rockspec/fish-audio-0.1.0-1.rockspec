@@ -71,6 +71,7 @@ build = {
       sources = {
         "src/buffer.c", "src/class.c", "src/compat.c", "src/core.c", "src/engine.c", "src/lmsgpack.c",
         "src/msgpack_read.c", "src/msgpack_write.c", "src/platform.c", "src/request.c",
+        "src/watch.c",
       },
       incdirs = { "$(CURL_INCDIR)" },
       libraries = { "curl" },

@@ -6,13 +6,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 
 #ifdef _WIN32
 #include <io.h>
 #include <process.h>
+#include <winsock2.h> /* before windows.h, which would pull in winsock 1 */
 #include <windows.h>
 #else
+#include <poll.h>
 #include <pthread.h>
 #include <time.h>
 #include <unistd.h>
@@ -194,3 +197,41 @@ double fish_now(void) {
 }
 
 #endif
+
+/* ---- sockets ready now --------------------------------------------------- */
+
+#ifdef _WIN32
+typedef WSAPOLLFD fish_pollfd;
+#define fish_poll(fds, n) WSAPoll((fds), (ULONG)(n), 0)
+#else
+typedef struct pollfd fish_pollfd;
+#define fish_poll(fds, n) poll((fds), (nfds_t)(n), 0)
+#endif
+
+int fish_poll_now(fish_pollsock *socks, size_t n) {
+    if (n == 0) return 0;
+    fish_pollfd *fds = malloc(n * sizeof *fds);
+    if (!fds) {
+        errno = ENOMEM;
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        fds[i].fd = socks[i].fd;
+        fds[i].events = (short)(((socks[i].want & FISH_POLL_IN) ? POLLIN : 0) |
+                                ((socks[i].want & FISH_POLL_OUT) ? POLLOUT : 0));
+        fds[i].revents = 0;
+    }
+    int ready = fish_poll(fds, n);
+    if (ready > 0) {
+        for (size_t i = 0; i < n; i++) {
+            short r = fds[i].revents;
+            /* A hang-up is read as the end of the stream: libcurl must read. */
+            socks[i].got = ((r & (POLLIN | POLLHUP)) ? FISH_POLL_IN : 0) | ((r & POLLOUT) ? FISH_POLL_OUT : 0) |
+                           ((r & (POLLERR | POLLNVAL)) ? FISH_POLL_ERR : 0);
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) socks[i].got = 0;
+    }
+    free(fds);
+    return ready < 0 ? -1 : ready;
+}

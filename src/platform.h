@@ -7,6 +7,8 @@
 #ifndef FISH_PLATFORM_H
 #define FISH_PLATFORM_H
 
+#include <curl/curl.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -72,6 +74,21 @@ void fish_unlock(void);
 /* The current process id: a forked child must not remove its parent's
  * temporary files when it exits. */
 long fish_process_id(void);
+
+/* One socket for fish_poll_now: `want` is what to look for, `got` what is
+ * ready, each a mix of FISH_POLL_IN, _OUT; `got` may also hold _ERR. */
+#define FISH_POLL_IN 1
+#define FISH_POLL_OUT 2
+#define FISH_POLL_ERR 4
+typedef struct fish_pollsock {
+    curl_socket_t fd;
+    int want;
+    int got;
+} fish_pollsock;
+
+/* Which of these sockets are ready right now, never waiting (poll(2),
+ * WSAPoll on Windows). Returns how many are, or -1 with errno set. */
+int fish_poll_now(fish_pollsock *socks, size_t n);
 
 /* Monotonic time in seconds. Timeouts and deadlines use it, never the wall
  * clock, so a clock change cannot fire or starve a timeout. */

@@ -64,12 +64,18 @@ local function pack(...)
 end
 tasks.pack = pack
 
+-- hooks.ready(): a task became ready while none was (set by a host driver,
+-- fish.nvim, which then schedules a pass: nobody has to step fish).
+local hooks = {}
+tasks.hooks = hooks
+
 local function enqueue(task)
   if task.queued then return end
   task.queued = true
   local tail = queue.tail + 1
   queue.tail = tail
   queue[tail] = task
+  if tail == queue.head and hooks.ready then hooks.ready() end
 end
 
 -- Take back what `wait` registered. Lists it joined (a token's sleepers, a
@@ -103,6 +109,11 @@ function tasks.request_ended(request)
     request_waiter[request] = nil
     tasks.wake(task, task.waiting)
   end
+end
+
+-- How many waits on bare ready() functions (streams included) a pass polls.
+function tasks.polling()
+  return polled_count
 end
 
 -- Wake every sleeper whose time has come. Returns the next wake-up time.
@@ -301,11 +312,9 @@ end
 -- Hand the queued task errors to the handler, oldest first. Each leaves the
 -- queue before its call, so it is handed over once, and one that a
 -- task:wait() or task:result() has taken since is skipped. A handler that
--- raises (the default) stops here with the rest still queued: the default
--- raises one error per step call, each the error of one task with its own
--- traceback, and the following step/run calls raise the others. (Rather
--- than one message listing them all: a host that pcalls fish.step each
--- frame sees every error, in order, exactly as a handler would get it.)
+-- raises does not raise out of the step that called it (that step may
+-- belong to someone else): its error goes to the default handler, with the
+-- task's.
 function tasks.deliver_errors()
   while unhandled.head <= unhandled.tail do
     local head = unhandled.head
