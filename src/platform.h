@@ -90,6 +90,20 @@ typedef struct fish_pollsock {
  * WSAPoll on Windows). Returns how many are, or -1 with errno set. */
 int fish_poll_now(fish_pollsock *socks, size_t n);
 
+/* A set of sockets kept in the kernel (epoll on Linux), so that asking
+ * which are ready costs the same however many there are. Elsewhere
+ * fish_poller_new returns NULL and callers use fish_poll_now over their own
+ * list. */
+typedef struct fish_poller fish_poller;
+fish_poller *fish_poller_new(void);
+void fish_poller_free(fish_poller *p);
+/* Watch fd for `want` (FISH_POLL_IN, _OUT), or stop watching it (want 0).
+ * Returns 0 or an errno value. */
+int fish_poller_set(fish_poller *p, curl_socket_t fd, int want);
+/* Fill out[0..cap) with the sockets ready now, never waiting. Returns how
+ * many, or -1 with errno set. */
+int fish_poller_ready(fish_poller *p, fish_pollsock *out, size_t cap);
+
 /* Monotonic time in seconds. Timeouts and deadlines use it, never the wall
  * clock, so a clock change cannot fire or starve a timeout. */
 double fish_now(void);

@@ -38,7 +38,23 @@ struct fish_watch {
     unsigned long timer_calls;
     fish_pollsock *socks;  /* poll_sockets' scratch, one per entry */
     size_t socks_cap;
+    fish_poller *poller;   /* the same fds in the kernel (epoll), or NULL */
 };
+
+static int poll_bits(int what) {
+    return what == FISH_WATCH_REMOVE ? 0
+                                     : ((what & FISH_WATCH_IN) ? FISH_POLL_IN : 0) |
+                                           ((what & FISH_WATCH_OUT) ? FISH_POLL_OUT : 0);
+}
+
+/* Keep the kernel's set in step with an entry. A failure there only costs
+ * the speed-up: poll_sockets then looks at every fd itself. */
+static void mirror(fish_watch *w, watch_entry *entry) {
+    if (w->poller && fish_poller_set(w->poller, entry->fd, poll_bits(entry->what)) != 0) {
+        fish_poller_free(w->poller);
+        w->poller = NULL;
+    }
+}
 
 /* Room for `need` items of `size` bytes in *array (realloc'd, doubling).
  * Returns 0, or -1 when out of memory (the array is then unchanged). */
@@ -85,6 +101,7 @@ static void remove_entry(fish_watch *w, watch_entry *entry) {
     w->count = last;
     entry->index = SIZE_MAX;
     entry->what = FISH_WATCH_REMOVE;
+    mirror(w, entry);
     if (note_change(w, entry) != 0) free(entry); /* the host misses a remove; libcurl is fine */
 }
 
@@ -109,6 +126,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
                                          : FISH_WATCH_NONE;
     if (entry->what != want) {
         entry->what = want;
+        mirror(w, entry);
         if (note_change(w, entry) != 0) return -1;
     }
     return 0;
@@ -127,6 +145,7 @@ int fish_watch_attach(fish_engine *e) {
     fish_watch *w = calloc(1, sizeof *w);
     if (!w) return -1;
     w->timer_ms = -1;
+    w->poller = fish_poller_new(); /* NULL where there is none: poll(2) then */
     e->watch = w;
     curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
@@ -145,6 +164,7 @@ void fish_watch_free(fish_engine *e) {
     free(w->entries);
     free(w->changes);
     free(w->socks);
+    fish_poller_free(w->poller);
     free(w);
     e->watch = NULL;
 }
@@ -169,6 +189,7 @@ int fish_watch_fd(fish_engine *e, curl_socket_t fd, int what) {
     }
     if (entry->what == what && entry->changed) return 0;
     entry->what = what;
+    mirror(w, entry);
     return note_change(w, entry);
 }
 
@@ -286,17 +307,23 @@ static int watch_poll_sockets(lua_State *L) {
     fish_watch *w = e->watch;
     size_t n = 0;
     if (grow(&w->socks, &w->socks_cap, w->count, sizeof *w->socks) != 0) return luaL_error(L, "out of memory");
-    for (size_t i = 0; i < w->count; i++) {
-        watch_entry *entry = w->entries[i];
-        /* Extra fds too: libcurl ignores an fd it does not know, and the
-         * action still collects what their owner finished. */
-        if (entry->what == FISH_WATCH_NONE) continue;
-        w->socks[n].fd = entry->fd;
-        w->socks[n].want = (entry->what & FISH_WATCH_IN ? FISH_POLL_IN : 0) |
-                           (entry->what & FISH_WATCH_OUT ? FISH_POLL_OUT : 0);
-        n++;
+    int ready;
+    if (w->poller) {
+        /* The kernel keeps the set: the cost follows the ready fds only. */
+        ready = fish_poller_ready(w->poller, w->socks, w->count);
+        n = ready > 0 ? (size_t)ready : 0;
+    } else {
+        for (size_t i = 0; i < w->count; i++) {
+            watch_entry *entry = w->entries[i];
+            /* Extra fds too: libcurl ignores an fd it does not know, and the
+             * action still collects what their owner finished. */
+            if (entry->what == FISH_WATCH_NONE) continue;
+            w->socks[n].fd = entry->fd;
+            w->socks[n].want = poll_bits(entry->what);
+            n++;
+        }
+        ready = fish_poll_now(w->socks, n);
     }
-    int ready = fish_poll_now(w->socks, n);
     if (ready < 0) ready = 0; /* EINTR and the like: look again next time */
     int running = -1;
     for (size_t i = 0; i < n && ready > 0; i++) {
