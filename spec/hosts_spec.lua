@@ -140,7 +140,7 @@ else
 
     it(":FishSay converts while the editor's own timer keeps firing", function()
       srv:reset()
-      local res = say()
+      local res = say({ FISH_SPEC_NEIGHBOUR = "1" })
       -- The server took 1 s; the command itself returned at once, and the
       -- editor's 20 ms timer went on ticking the whole time (about 50 ticks,
       -- none if the loop had been blocked) without a long gap.
@@ -151,6 +151,14 @@ else
       assert.is_true(res.max_gap < 0.5, "the editor's timer stalled for " .. res.max_gap .. " s")
       assert.equal(0, res.jobs_running)
       assert.equal(1, #srv:requests())
+      -- Another plugin in the same Lua state: its failed task went to
+      -- vim.notify (nothing raised in :FishSay's tasks), and its fish.sleep
+      -- ended on the driver's timer, in vim.schedule (not a fast event).
+      local seen = table.concat(res.notified, "\n")
+      assert.matches("fish task failed: [^\n]*the neighbour plugin broke", seen)
+      assert.is_number(res.neighbour.slept, "the neighbour's fish.sleep never ended")
+      assert.is_true(res.neighbour.slept >= 0.3 and res.neighbour.slept < 1.5, "slept " .. res.neighbour.slept)
+      assert.is_false(res.neighbour.in_fast_event)
     end)
 
     it("waits 3 s for an answer without polling: woken by the socket, near no CPU", function()

@@ -6,6 +6,11 @@
 -- driver (fish.nvim) did. When the conversion ends it writes a JSON result
 -- and quits.
 --
+-- With FISH_SPEC_NEIGHBOUR=1, another "plugin" shares fish meanwhile: one
+-- task of it fails unwatched (its error must reach vim.notify, not raise in
+-- anyone's code) and one sleeps with fish.sleep (fish's own timer, which the
+-- driver must fire without any tick).
+--
 -- Environment: FISH_SPEC_ROOT (the repository), FISH_SPEC_RESULT (where
 -- the JSON goes), FISH_SPEC_OUT (the audio file), plus FISH_API_KEY and
 -- FISH_BASE_URL for the plugin.
@@ -81,12 +86,34 @@ local main_ok, main_err = pcall(function()
         socket_events = driver.socket_events - driver0.socket_events,
         timer_fires = driver.timer_fires - driver0.timer_fires,
         passes = driver.passes - driver0.passes,
+        notified = (_G.fish_spec_results and select(1, _G.fish_spec_results())) or {},
+        neighbour = (_G.fish_spec_results and select(2, _G.fish_spec_results())) or {},
       })
       quit()
     end,
   })
 
   vim.g.fish_spec_cpu0 = cpu_seconds()
+  local notified, neighbour = {}, {}
+  if os.getenv("FISH_SPEC_NEIGHBOUR") == "1" then
+    local notify = vim.notify
+    vim.notify = function(message, ...)
+      notified[#notified + 1] = tostring(message)
+      return notify(message, ...)
+    end
+    require("fish.nvim")
+    local fish = require("fish")
+    fish.spawn(function() error("the neighbour plugin broke") end)
+    local t0 = uv.hrtime()
+    fish.spawn(function()
+      fish.sleep(0.3)
+      neighbour.slept = (uv.hrtime() - t0) / 1e9
+      neighbour.in_fast_event = vim.in_fast_event()
+    end)
+  end
+  -- Read back when the conversion is done (vim.g would copy the tables now).
+  _G.fish_spec_results = function() return notified, neighbour end
+
   local before = uv.hrtime()
   vim.cmd("FishSay hello")
   vim.g.fish_spec_driver0 = require("fish.nvim").stats()
