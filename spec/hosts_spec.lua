@@ -128,6 +128,7 @@ else
       local text = read_file(result)
       assert(text, "nvim wrote no result (exit ok: " .. tostring(ran) .. "):\n" .. log)
       local res = cjson.decode(text)
+      if env_extra and env_extra.FISH_SPEC_STOP_MS then return res end
       assert(res.ok, "FishSay failed: " .. tostring(res.error) .. "\n" .. log)
       -- The audio is there, complete.
       local audio = read_file(out)
@@ -159,6 +160,19 @@ else
       assert.is_number(res.neighbour.slept, "the neighbour's fish.sleep never ended")
       assert.is_true(res.neighbour.slept >= 0.3 and res.neighbour.slept < 1.5, "slept " .. res.neighbour.slept)
       assert.is_false(res.neighbour.in_fast_event)
+    end)
+
+    it(":FishSayStop cancels at once: the task wakes without any tick, and no file is left", function()
+      srv:reset()
+      srv:config({ tts_delay = 3 })
+      local res = say({ FISH_SPEC_STOP_MS = "300", FISH_SPEC_CLOCK = "0" })
+      srv:config({ tts_delay = TTS_DELAY })
+      assert.is_false(res.ok)
+      assert.matches("canceled", res.error)
+      assert.is_true(res.elapsed < 1.5, "the cancel took " .. res.elapsed .. " s")
+      assert.equal(0, res.jobs_running)
+      assert.is_nil(read_file(dir .. "/say.mp3"))
+      assert.is_nil(read_file(dir .. "/say.mp3.part"))
     end)
 
     it("waits 3 s for an answer without polling: woken by the socket, near no CPU", function()

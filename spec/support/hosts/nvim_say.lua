@@ -11,6 +11,8 @@
 -- anyone's code) and one sleeps with fish.sleep (fish's own timer, which the
 -- driver must fire without any tick).
 --
+-- With FISH_SPEC_STOP_MS=n, :FishSayStop runs n ms after :FishSay.
+--
 -- Environment: FISH_SPEC_ROOT (the repository), FISH_SPEC_RESULT (where
 -- the JSON goes), FISH_SPEC_OUT (the audio file), plus FISH_API_KEY and
 -- FISH_BASE_URL for the plugin.
@@ -118,6 +120,10 @@ local main_ok, main_err = pcall(function()
   vim.cmd("FishSay hello")
   vim.g.fish_spec_driver0 = require("fish.nvim").stats()
   vim.g.fish_spec_command_seconds = (uv.hrtime() - before) / 1e9
+  local stop_ms = tonumber(os.getenv("FISH_SPEC_STOP_MS") or "")
+  if stop_ms then
+    uv.new_timer():start(stop_ms, 0, vim.schedule_wrap(function() vim.cmd("FishSayStop") end))
+  end
   if require("fish_say").running() == 0 and vim.g.fish_say_last == nil then
     error("FishSay started nothing: " .. vim.fn.execute("messages"), 0)
   end
