@@ -91,11 +91,14 @@ end
 local function pass()
   scheduled = false
   counters.passes = counters.passes + 1
-  loop.run_pass()
+  local ok, err = pcall(loop.run_pass)
+  -- Even if the pass failed, the watch and the timer must follow the
+  -- engine, or the transfers still running would never be woken.
   sync()
   arm(loop.due())
   -- Tasks woken during the pass run in the next one.
   if tasks.queued() > 0 then M.schedule() end
+  if not ok then error(err, 0) end
 end
 
 function M.schedule()
