@@ -43,6 +43,8 @@ build = {
     ["fish.http"] = "src/fish/http.lua",
     ["fish.json"] = "src/fish/json.lua",
     ["fish.loop"] = "src/fish/loop.lua",
+    ["fish.nvim"] = "src/fish/nvim.lua",
+    ["fish.openresty"] = "src/fish/openresty.lua",
     ["fish.tasks"] = "src/fish/tasks.lua",
     ["fish.tokens"] = "src/fish/tokens.lua",
     ["fish.tts"] = "src/fish/tts.lua",
@@ -70,6 +72,7 @@ build = {
       sources = {
         "src/buffer.c", "src/class.c", "src/compat.c", "src/core.c", "src/engine.c", "src/lmsgpack.c",
         "src/msgpack_read.c", "src/msgpack_write.c", "src/platform.c", "src/request.c",
+        "src/watch.c",
       },
       incdirs = { "$(CURL_INCDIR)" },
       libraries = { "curl" },

@@ -5,6 +5,7 @@
 
 #include "class.h"
 #include "platform.h"
+#include "watch.h"
 
 static fish_engine *check_engine(lua_State *L, int idx) {
     fish_engine *e = luaL_checkudata(L, idx, FISH_ENGINE_MT);
@@ -33,11 +34,13 @@ static int engine_new(lua_State *L) {
     e->running = NULL;
     e->next_id = 0;
     e->closed = 1;
+    e->watch = NULL;
     luaL_getmetatable(L, FISH_ENGINE_MT);
     lua_setmetatable(L, -2);
     e->multi = curl_multi_init();
     if (!e->multi) return luaL_error(L, "curl_multi_init failed");
     e->closed = 0;
+    if (fish_watch_attach(e) != 0) return luaL_error(L, "out of memory");
     return 1;
 }
 
@@ -73,7 +76,13 @@ static int engine_perform(lua_State *L) {
     int running = 0;
     CURLMcode rc = curl_multi_perform(e->multi, &running);
     if (rc != CURLM_OK) return luaL_error(L, "curl_multi_perform: %s", curl_multi_strerror(rc));
-    int n = (int)lua_rawlen(L, 2);
+    fish_engine_collect(L, e, 2);
+    lua_pushinteger(L, running);
+    return 1;
+}
+
+void fish_engine_collect(lua_State *L, fish_engine *e, int idx) {
+    int n = (int)lua_rawlen(L, idx);
     CURLMsg *msg;
     int left;
     while ((msg = curl_multi_info_read(e->multi, &left)) != NULL) {
@@ -85,10 +94,8 @@ static int engine_perform(lua_State *L) {
         fish_engine_detach(r);
         fish_request_finish(r, result, 0);
         lua_pushinteger(L, r->id);
-        lua_rawseti(L, 2, ++n);
+        lua_rawseti(L, idx, ++n);
     }
-    lua_pushinteger(L, running);
-    return 1;
 }
 
 /* e:poll(seconds): sleep until a transfer has something to do, the time is
@@ -112,6 +119,24 @@ static int engine_timeout(lua_State *L) {
     if (ms < 0) return 0;
     lua_pushnumber(L, (lua_Number)ms / 1000.0);
     return 1;
+}
+
+/* e:limit_connections(total, per_host): at most this many connections in
+ * all, and to one host (nil or 0: no limit). Transfers beyond it wait in
+ * libcurl's queue for a connection to come free. The cache of idle
+ * connections kept for reuse is bounded by `total` too. */
+static int engine_limit_connections(lua_State *L) {
+    fish_engine *e = check_engine(L, 1);
+    long limit[2];
+    for (int i = 0; i < 2; i++) {
+        lua_Integer n = luaL_optinteger(L, 2 + i, 0);
+        if (n < 0 || n > 1000000) return luaL_argerror(L, 2 + i, "must be nil or a count from 0 to 1000000");
+        limit[i] = (long)n;
+    }
+    curl_multi_setopt(e->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, limit[0]);
+    curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, limit[1]);
+    if (limit[0] > 0) curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, limit[0]);
+    return 0;
 }
 
 /* e:count() -> how many requests are running in this engine. */
@@ -138,8 +163,9 @@ static int engine_close(lua_State *L) {
         fish_engine_detach(r);
         fish_request_finish(r, CURLE_ABORTED_BY_CALLBACK, 1);
     }
-    curl_multi_cleanup(e->multi);
+    curl_multi_cleanup(e->multi); /* may still report closing sockets to the watch */
     e->multi = NULL;
+    fish_watch_free(e);
     e->closed = 1;
     return 0;
 }
@@ -154,9 +180,11 @@ int fish_open_engine(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"add", engine_add},       {"perform", engine_perform}, {"poll", engine_poll},
         {"timeout", engine_timeout}, {"wakeup", engine_wakeup}, {"count", engine_count},
+        {"limit_connections", engine_limit_connections},
         {NULL, NULL},
     };
     fish_class_register(L, FISH_ENGINE_MT, methods, engine_close, engine_tostring);
+    fish_watch_register(L);
     lua_pushcfunction(L, engine_new);
     lua_setfield(L, -2, "engine");
     return 0;

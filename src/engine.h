@@ -15,9 +15,15 @@ typedef struct fish_engine {
     fish_request *running; /* doubly linked list of attached requests */
     lua_Integer next_id;
     int closed;
+    struct fish_watch *watch; /* socket mode's data (watch.c) */
 } fish_engine;
 
 int fish_open_engine(lua_State *L);
+
+/* Detach and finish every transfer libcurl reports done, appending each
+ * one's id to the table at `idx`. Every way of moving the engine (perform,
+ * socket_action) ends here. */
+void fish_engine_collect(lua_State *L, fish_engine *e, int idx);
 
 /* Take a running request out of its engine's multi handle. */
 void fish_engine_detach(fish_request *r);

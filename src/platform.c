@@ -5,15 +5,23 @@
 #include "platform.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #ifdef _WIN32
 #include <io.h>
 #include <process.h>
+#include <winsock2.h> /* before windows.h, which would pull in winsock 1 */
 #include <windows.h>
 #else
+#include <poll.h>
 #include <pthread.h>
+#ifdef __linux__
+#include <sys/epoll.h>
+#endif
 #include <time.h>
 #include <unistd.h>
 #endif
@@ -191,6 +199,135 @@ double fish_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+#endif
+
+/* ---- sockets ready now --------------------------------------------------- */
+
+#ifdef _WIN32
+typedef WSAPOLLFD fish_pollfd;
+#define fish_poll(fds, n) WSAPoll((fds), (ULONG)(n), 0)
+#else
+typedef struct pollfd fish_pollfd;
+#define fish_poll(fds, n) poll((fds), (nfds_t)(n), 0)
+#endif
+
+int fish_poll_now(fish_pollsock *socks, size_t n) {
+    if (n == 0) return 0;
+    fish_pollfd *fds = malloc(n * sizeof *fds);
+    if (!fds) {
+        errno = ENOMEM;
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        fds[i].fd = socks[i].fd;
+        fds[i].events = (short)(((socks[i].want & FISH_POLL_IN) ? POLLIN : 0) |
+                                ((socks[i].want & FISH_POLL_OUT) ? POLLOUT : 0));
+        fds[i].revents = 0;
+    }
+    int ready = fish_poll(fds, n);
+    if (ready > 0) {
+        for (size_t i = 0; i < n; i++) {
+            short r = fds[i].revents;
+            /* A hang-up is read as the end of the stream: libcurl must read. */
+            socks[i].got = ((r & (POLLIN | POLLHUP)) ? FISH_POLL_IN : 0) | ((r & POLLOUT) ? FISH_POLL_OUT : 0) |
+                           ((r & (POLLERR | POLLNVAL)) ? FISH_POLL_ERR : 0);
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) socks[i].got = 0;
+    }
+    free(fds);
+    return ready < 0 ? -1 : ready;
+}
+
+/* ---- a kernel-side socket set ------------------------------------------- */
+
+#ifdef __linux__
+
+struct fish_poller {
+    int epfd;
+    struct epoll_event *evs; /* fish_poller_ready's buffer */
+    size_t cap;
+};
+
+fish_poller *fish_poller_new(void) {
+    fish_poller *p = malloc(sizeof *p);
+    if (!p) return NULL;
+    p->evs = NULL;
+    p->cap = 0;
+    p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (p->epfd < 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void fish_poller_free(fish_poller *p) {
+    if (!p) return;
+    close(p->epfd);
+    free(p->evs);
+    free(p);
+}
+
+int fish_poller_set(fish_poller *p, curl_socket_t fd, int want) {
+    if (want == 0) {
+        /* Already closed (the kernel dropped it) or never added: fine. */
+        if (epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL) != 0 && errno != ENOENT && errno != EBADF) return errno;
+        return 0;
+    }
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = ((want & FISH_POLL_IN) ? EPOLLIN : 0) | ((want & FISH_POLL_OUT) ? EPOLLOUT : 0);
+    ev.data.fd = fd;
+    if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) return 0;
+    if (errno != ENOENT) return errno;
+    return epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : errno;
+}
+
+int fish_poller_ready(fish_poller *p, fish_pollsock *out, size_t cap) {
+    if (cap == 0) return 0;
+    if (cap > INT_MAX) cap = INT_MAX;
+    if (cap > p->cap) {
+        struct epoll_event *evs = realloc(p->evs, cap * sizeof *evs);
+        if (!evs) {
+            errno = ENOMEM;
+            return -1;
+        }
+        p->evs = evs;
+        p->cap = cap;
+    }
+    /* One call for every ready socket: they are level-triggered, so a
+     * second call would only return the first ones again. */
+    int n = epoll_wait(p->epfd, p->evs, (int)cap, 0);
+    if (n < 0) return -1;
+    for (int i = 0; i < n; i++) {
+        uint32_t r = p->evs[i].events;
+        out[i].fd = p->evs[i].data.fd;
+        out[i].want = 0;
+        out[i].got = ((r & (EPOLLIN | EPOLLHUP)) ? FISH_POLL_IN : 0) | ((r & EPOLLOUT) ? FISH_POLL_OUT : 0) |
+                     ((r & EPOLLERR) ? FISH_POLL_ERR : 0);
+    }
+    return n;
+}
+
+#else
+
+fish_poller *fish_poller_new(void) { return NULL; }
+void fish_poller_free(fish_poller *p) { (void)p; }
+int fish_poller_set(fish_poller *p, curl_socket_t fd, int want) {
+    (void)p;
+    (void)fd;
+    (void)want;
+    return ENOSYS;
+}
+int fish_poller_ready(fish_poller *p, fish_pollsock *out, size_t cap) {
+    (void)p;
+    (void)out;
+    (void)cap;
+    errno = ENOSYS;
+    return -1;
 }
 
 #endif

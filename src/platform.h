@@ -7,6 +7,8 @@
 #ifndef FISH_PLATFORM_H
 #define FISH_PLATFORM_H
 
+#include <curl/curl.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -72,6 +74,35 @@ void fish_unlock(void);
 /* The current process id: a forked child must not remove its parent's
  * temporary files when it exits. */
 long fish_process_id(void);
+
+/* One socket for fish_poll_now: `want` is what to look for, `got` what is
+ * ready, each a mix of FISH_POLL_IN, _OUT; `got` may also hold _ERR. */
+#define FISH_POLL_IN 1
+#define FISH_POLL_OUT 2
+#define FISH_POLL_ERR 4
+typedef struct fish_pollsock {
+    curl_socket_t fd;
+    int want;
+    int got;
+} fish_pollsock;
+
+/* Which of these sockets are ready right now, never waiting (poll(2),
+ * WSAPoll on Windows). Returns how many are, or -1 with errno set. */
+int fish_poll_now(fish_pollsock *socks, size_t n);
+
+/* A set of sockets kept in the kernel (epoll on Linux), so that asking
+ * which are ready costs the same however many there are. Elsewhere
+ * fish_poller_new returns NULL and callers use fish_poll_now over their own
+ * list. */
+typedef struct fish_poller fish_poller;
+fish_poller *fish_poller_new(void);
+void fish_poller_free(fish_poller *p);
+/* Watch fd for `want` (FISH_POLL_IN, _OUT), or stop watching it (want 0).
+ * Returns 0 or an errno value. */
+int fish_poller_set(fish_poller *p, curl_socket_t fd, int want);
+/* Fill out[0..cap) with the sockets ready now, never waiting. Returns how
+ * many, or -1 with errno set. */
+int fish_poller_ready(fish_poller *p, fish_pollsock *out, size_t cap);
 
 /* Monotonic time in seconds. Timeouts and deadlines use it, never the wall
  * clock, so a clock change cannot fire or starve a timeout. */

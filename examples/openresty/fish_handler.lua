@@ -3,11 +3,21 @@
 --
 --   location = /say { content_by_lua_block { require("fish_handler").say() } }
 --
--- The client is made with pause = ngx.sleep: while a conversion waits for the
--- API, fish moves its transfers on without waiting and then lets ngx.sleep
--- pause only this request, so the nginx worker goes on serving every other
--- request meanwhile (several conversions overlap in one worker).
+-- fish.openresty drives fish in this worker: one light thread moves every
+-- transfer, and a request waiting for its conversion sleeps on a semaphore
+-- that the driver posts when the answer is in. The worker goes on serving
+-- every other request meanwhile (many conversions overlap in one worker),
+-- and nothing polls per waiting request.
+--
+-- When the client goes away (ngx.on_abort; nginx.conf turns on
+-- lua_check_client_abort), the conversion is canceled at once, so an
+-- abandoned request is not billed to the end.
 local fish = require("fish")
+
+-- Once per worker, when the first request loads this module. At most 1024
+-- connections from this worker to the API: past that, conversions wait in
+-- line for a free connection instead of opening more.
+require("fish.openresty").start({ max_connections = 1024 })
 
 local M = {}
 
@@ -22,7 +32,6 @@ local function get_client()
       -- `env FISH_BASE_URL;` in nginx.conf so that os.getenv sees them.
       api_key = os.getenv("FISH_API_KEY"),
       base_url = os.getenv("FISH_BASE_URL"),
-      pause = ngx.sleep,
       timeout = 120, -- never hold a client connection forever
     })
   end
@@ -54,7 +63,16 @@ function M.say()
     ngx.log(ngx.ERR, tostring(c))
     return fail(ngx.HTTP_INTERNAL_SERVER_ERROR, "fish is not configured (see the error log)")
   end
-  local audio, message, err = c.convert({ text = text, format = format, reference_id = voice })
+  -- The client went away: cancel its conversion, which ends the transfer
+  -- and wakes this handler with a "canceled" error.
+  local token = fish.cancel_token()
+  local watching, why = ngx.on_abort(function() token:cancel() end)
+  if not watching then ngx.log(ngx.WARN, "fish: cannot watch for the client going away: ", why) end
+  local audio, message, err = c.convert({ text = text, format = format, reference_id = voice, cancel = token })
+  if token.canceled then
+    ngx.log(ngx.INFO, "fish: the client went away, conversion canceled")
+    return ngx.exit(499) -- nginx's "client closed request"
+  end
   if not audio then
     -- message is a one-line string that never contains the API key; err
     -- holds the details (err.kind, err.status) for code that branches.

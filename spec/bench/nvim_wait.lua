@@ -1,9 +1,10 @@
 -- The Neovim row of `make bench`, run by spec/bench/run.lua inside
 -- `nvim --headless --clean -u NONE -c "luafile <this>"`: the example plugin
 -- (examples/nvim) converts one text while the fast server holds the answer
--- for a few seconds. Over that wait it counts the plugin's fish.step calls
--- (each a tick of a polling timer) and the editor process's CPU time, then
--- writes them as "key value" lines and quits.
+-- for a few seconds. Over that wait it counts how often fish woke: the
+-- fish.nvim driver's socket events, timer expiries and task passes, plus any
+-- fish.step call (a polling plugin's ticks), and the editor process's CPU
+-- time, then writes them as "key value" lines and quits.
 --
 -- Environment: FISH_BENCH_ROOT (the fish tree: src/, build/luajit/,
 -- examples/nvim/), FISH_BENCH_RESULT (where the lines go), FISH_BENCH_OUT
@@ -35,7 +36,8 @@ local main_ok, main_err = pcall(function()
   vim.cmd("runtime! plugin/fish_say.lua")
   vim.g.fish_say = { play = false, format = "mp3", out = assert(os.getenv("FISH_BENCH_OUT")) }
 
-  -- The plugin steps fish through the module table: count those calls.
+  -- A plugin that polls steps fish through the module table: count those
+  -- calls too.
   local fish = require("fish")
   local steps, step = 0, fish.step
   fish.step = function(...)
@@ -56,6 +58,8 @@ local main_ok, main_err = pcall(function()
     callback = function()
       local elapsed = (uv.hrtime() - started) / 1e9
       local cpu = cpu_seconds() - cpu0
+      local driver = package.loaded["fish.nvim"] and package.loaded["fish.nvim"].stats()
+        or { socket_events = 0, timer_fires = 0, passes = 0 }
       watchdog:stop()
       local last = vim.g.fish_say_last or {}
       write_result({
@@ -64,6 +68,7 @@ local main_ok, main_err = pcall(function()
         seconds = ("%.3f"):format(elapsed),
         cpu_s = ("%.4f"):format(cpu),
         steps = steps,
+        wakeups = steps + driver.socket_events + driver.timer_fires + driver.passes,
       })
       quit()
     end,

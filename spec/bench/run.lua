@@ -422,7 +422,7 @@ local function neovim_waiting()
     error("nvim: " .. tostring(result.error or "no result") .. "\n" .. (read_file(dir .. "/nvim.log") or ""), 0)
   end
   return {
-    steps_per_s = result.steps / result.seconds,
+    wakeups_per_s = result.wakeups / result.seconds,
     cpu_percent = result.cpu_s / result.seconds * 100,
   }
 end
@@ -515,7 +515,7 @@ local function fmt_ms(x) return x >= 100 and ("%.0f ms"):format(x) or x >= 10 an
 local function fmt_s_ms(x) return fmt_ms(x * 1e3) end
 local function fmt_mb(kb) return ("+%.1f MB"):format(kb / 1024) end
 local function fmt_pct(x) return ("%.1f %%"):format(x) end
-local function fmt_rate(x) return ("%.0f /s"):format(x) end
+local function fmt_rate(x) return ("%.1f /s"):format(x) end
 
 -- Each line: label, job, key, format, ratio kind, target; raw_job when the
 -- raw column comes from another job.
@@ -553,7 +553,7 @@ for _, n in ipairs(HOST_WAITING) do
     n >= 1000 and ("%d,%03d"):format(n // 1000, n % 1000) or tostring(n)),
     "openresty_" .. n, "cpu_percent", fmt_pct, nil, n == 1000 and "< 5 % of a core" or "–" }
 end
-lines[#lines + 1] = { "Neovim (examples/nvim), one request waiting 3 s: fish.step calls", "neovim", "steps_per_s",
+lines[#lines + 1] = { "Neovim (examples/nvim), one request waiting 3 s: fish wakeups", "neovim", "wakeups_per_s",
   fmt_rate, nil, "no polling: woken by the socket" }
 lines[#lines + 1] = { "Neovim (examples/nvim), one request waiting 3 s: editor CPU", "neovim", "cpu_percent",
   fmt_pct, nil, "–" }

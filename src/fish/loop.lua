@@ -49,6 +49,21 @@ function loop.engine()
   return engine
 end
 
+-- A host driver (fish.nvim, fish.openresty) moves the engine by socket
+-- events instead of polling it, and hooks in here. `sockets = true` makes
+-- every pump use socket mode too (curl_multi_socket_action on the ready
+-- fds and the due timer instead of curl_multi_perform): libcurl reports a
+-- socket that perform opened only once the socket path runs its transfer,
+-- so mixing the two would leave the host blind to it until a timer fired.
+-- Each hook may be nil:
+--   moved():  the engine moved outside the driver (a request started or was
+--             canceled, a pump): its fds and timer may have changed.
+--   ended(request): the request is over (after its task was woken).
+--   wait(ready, deadline, on): wait outside a fish task as wait_for would;
+--             returns handled, result (handled false: wait the usual way).
+local host = {}
+loop.host = host
+
 local function earliest(a, b)
   if a == nil then return b end
   if b == nil then return a end
@@ -70,6 +85,7 @@ local function ended(request)
   untrack(request)
   deadlines.forget(request)
   tasks.request_ended(request)
+  if host.ended then host.ended(request) end
 end
 
 -- Cancel a running request from fish (a deadline, a token, a canceled
@@ -78,6 +94,7 @@ end
 local function cancel_request(request)
   if request:state() == "running" then request:cancel() end
   ended(request)
+  if host.moved then host.moved() end
 end
 loop.cancel_request = cancel_request
 
@@ -94,6 +111,7 @@ function loop.start(request, limits)
   tracked[id] = request
   tracked_count = tracked_count + 1
   deadlines.watch(request, limits)
+  if host.moved then host.moved() end
 end
 
 -- Which limit canceled this request ("first_byte", "idle", "total"), if any.
@@ -117,23 +135,77 @@ end
 -- Move every transfer as far as it can go without waiting, and wake the
 -- tasks whose request finished, whose deadline or timer came. Returns the
 -- absolute time by which we must look again (or nil: only when woken).
-local function pump()
-  local e = loop.engine()
-  for i = #finished_scratch, 1, -1 do finished_scratch[i] = nil end
-  local running = e:perform(finished_scratch)
+-- Route what the engine reported (finished ids in finished_scratch; how
+-- many still run, or nil if unknown), then enforce deadlines and fire
+-- timers. `curl_in`: seconds until libcurl wants to move again, or nil.
+local function settle(running, curl_in)
   last_pump = core.now()
   for i = 1, #finished_scratch do
     local request = tracked[finished_scratch[i]]
     if request then ended(request) end
   end
-  if running < tracked_count then sweep() end
+  if running and running < tracked_count then sweep() end
   local now = core.now()
   local due = deadlines.enforce(now, cancel_request)
   due = earliest(due, tasks.fire_timers(now))
-  local curl_due = e:timeout()
-  if curl_due then due = earliest(due, now + curl_due) end
+  if curl_in then due = earliest(due, now + curl_in) end
   pump_due = due
   return due
+end
+
+local function clear_finished()
+  for i = #finished_scratch, 1, -1 do finished_scratch[i] = nil end
+end
+
+local function pump()
+  local e = loop.engine()
+  clear_finished()
+  local due
+  if host.sockets then
+    due = settle((e:poll_sockets(finished_scratch)), e:timer_due())
+  else
+    due = settle(e:perform(finished_scratch), e:timeout())
+  end
+  if host.moved then host.moved() end
+  return due
+end
+
+-- For host drivers: move the engine in socket mode and route what finished
+-- exactly as pump does. `how`: "action" (the host saw `events` on `fd`),
+-- "timeout" (a host timer fired), "poll" (look at every watched fd without
+-- waiting). Returns the absolute time fish must look again (libcurl's
+-- timer, a deadline, a task's timer) or nil, and for "poll" how many fds
+-- were ready.
+function loop.drive(how, fd, events)
+  local e = loop.engine()
+  clear_finished()
+  local running, active
+  if how == "action" then
+    running = e:socket_action(fd, events, finished_scratch)
+  elseif how == "timeout" then
+    local curl_in = e:timer_due()
+    if curl_in and curl_in <= 0 then running = e:socket_timeout(finished_scratch) end
+  elseif how == "poll" then
+    running, active = e:poll_sockets(finished_scratch)
+  else
+    error("loop.drive: unknown way '" .. tostring(how) .. "'", 2)
+  end
+  return settle(running, e:timer_due()), active
+end
+
+-- When fish must look again without moving anything (or nil): after tasks
+-- ran, their new timers and requests count.
+function loop.due()
+  local now = core.now()
+  local due = earliest(deadlines.enforce(now, cancel_request), tasks.next_timer())
+  local curl_in = engine and engine:timer_due()
+  if curl_in then due = earliest(due, now + curl_in) end
+  return due
+end
+
+-- How many requests started here still run.
+function loop.running()
+  return tracked_count
 end
 
 -- ---- tasks ------------------------------------------------------------------
@@ -220,6 +292,10 @@ local function wait_for(ready, deadline, pause, on_cancel, on)
       if task.canceled then return ready ~= nil and ready() end
     end
     return true
+  end
+  if host.wait then
+    local handled, result = host.wait(ready, deadline, on)
+    if handled then return result end
   end
   while true do
     -- Under a host pause, every waiting coroutine comes here on its own
@@ -316,12 +392,17 @@ local function run_pass(budget)
   tasks.deliver_errors()
   return ran
 end
+-- For host drivers: resume what is ready, once, from the host's own loop.
+function loop.run_pass(budget)
+  not_in_a_task("fish.run_pass")
+  return run_pass(budget)
+end
 
 -- Drive transfers and tasks once, waiting at most `timeout` seconds for
 -- something to happen (0: never wait). With `budget` (seconds), resume
 -- tasks only until that much time has gone (at least one): the others stay
 -- ready, in order, for the next step. Returns the number of live tasks.
--- Raises (or hands to the handler) task errors nobody waits for.
+-- Task errors nobody waits for go to the error handler, never out of here.
 function loop.step(timeout, budget)
   not_in_a_task("fish.step")
   loop.check_seconds("fish.step", "timeout", timeout, true)

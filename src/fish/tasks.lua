@@ -64,12 +64,18 @@ local function pack(...)
 end
 tasks.pack = pack
 
+-- hooks.ready(): a task became ready while none was (set by a host driver,
+-- fish.nvim, which then schedules a pass: nobody has to step fish).
+local hooks = {}
+tasks.hooks = hooks
+
 local function enqueue(task)
   if task.queued then return end
   task.queued = true
   local tail = queue.tail + 1
   queue.tail = tail
   queue[tail] = task
+  if tail == queue.head and hooks.ready then hooks.ready() end
 end
 
 -- Take back what `wait` registered. Lists it joined (a token's sleepers, a
@@ -103,6 +109,11 @@ function tasks.request_ended(request)
     request_waiter[request] = nil
     tasks.wake(task, task.waiting)
   end
+end
+
+-- How many waits on bare ready() functions (streams included) a pass polls.
+function tasks.polling()
+  return polled_count
 end
 
 -- Wake every sleeper whose time has come. Returns the next wake-up time.
@@ -270,21 +281,29 @@ end
 -- ---- errors nobody waits for -----------------------------------------------
 
 -- An error in a task that nobody waits for goes to the error handler as
--- ("fish task failed: <error with the task's traceback>", task). The default
--- raises it from fish.step/fish.run. A host that must not be interrupted by
--- a raise (Neovim: vim.notify) sets its own with fish.on_error.
-local function raise_task_error(message)
-  error(message, 0)
+-- ("fish task failed: <error with the task's traceback>", task), never into
+-- whatever fish.step happens to run next: in Neovim two plugins share one
+-- Lua state, and one's failed task must not raise in the other's step. The
+-- default handler reports it where a person will see it: vim.notify under
+-- Neovim (scheduled, as it may be called from a fast event), else io.stderr.
+-- fish.on_error(fn) sets another.
+local function report_task_error(message)
+  local vim = rawget(_G, "vim")
+  if type(vim) == "table" and type(vim.notify) == "function" and type(vim.schedule) == "function" then
+    vim.schedule(function() vim.notify(message, vim.log and vim.log.levels.ERROR) end)
+    return
+  end
+  io.stderr:write(message, "\n")
 end
-local on_error = raise_task_error
+local on_error = report_task_error
 
 -- fish.on_error(fn): fn(message, task) takes every task error that nobody
--- waits for; nil restores the default (raise).
+-- waits for; nil restores the default (vim.notify or io.stderr).
 function tasks.on_error(fn)
   if fn ~= nil and type(fn) ~= "function" then
     error("fish.on_error: argument 1 must be a function or nil", 2)
   end
-  on_error = fn or raise_task_error
+  on_error = fn or report_task_error
 end
 
 function tasks.has_unhandled()
@@ -294,11 +313,9 @@ end
 -- Hand the queued task errors to the handler, oldest first. Each leaves the
 -- queue before its call, so it is handed over once, and one that a
 -- task:wait() or task:result() has taken since is skipped. A handler that
--- raises (the default) stops here with the rest still queued: the default
--- raises one error per step call, each the error of one task with its own
--- traceback, and the following step/run calls raise the others. (Rather
--- than one message listing them all: a host that pcalls fish.step each
--- frame sees every error, in order, exactly as a handler would get it.)
+-- raises does not raise out of the step that called it (that step may
+-- belong to someone else): its error goes to the default handler, with the
+-- task's.
 function tasks.deliver_errors()
   while unhandled.head <= unhandled.tail do
     local head = unhandled.head
@@ -306,7 +323,13 @@ function tasks.deliver_errors()
     unhandled[head] = nil
     unhandled.head = head + 1
     if unhandled.head > unhandled.tail then unhandled.head, unhandled.tail = 1, 0 end
-    if not task.watched then on_error("fish task failed: " .. task.error, task) end
+    if not task.watched then
+      local message = "fish task failed: " .. task.error
+      local ok, err = pcall(on_error, message, task)
+      if not ok then
+        report_task_error("fish.on_error: the handler raised: " .. tostring(err) .. "\nwhile handling: " .. message)
+      end
+    end
   end
 end
 

@@ -243,6 +243,12 @@ local voices = {}
 ---@field on_state fun(state: fish.VoiceState, voice: fish.Voice)? called on each change of state
 ---@field cancel fish.CancelToken? `token:cancel()` ends the wait with kind `"canceled"`
 
+--- Options of `fish.openresty.start`.
+---@class fish.OpenrestyOptions
+---@field max_connections integer? at most this many connections from this worker to the API (default: no limit)
+---@field max_host_connections integer? the same, per host (default: no limit)
+---@field tick number? the longest the driver sleeps between looks at the sockets, in seconds (default 0.01)
+
 --- Create a voice from samples (`POST /model`). Checked before sending: a title, at least one
 -- sample, no more texts than samples, a cover image for a public voice.
 ---@param args fish.VoiceCreateArgs the title, the samples and the options
@@ -376,15 +382,14 @@ function account.package(opts) end
 ---@return fish.Task task the task
 function fish.spawn(fn, ...) end
 
---- Drive every task until none is left. Raises `fish task failed: ...` (with the task's traceback)
--- for an error in a task that nobody waits for, one per call, unless `fish.on_error` set a handler.
--- Raises when called inside a fish task.
+--- Drive every task until none is left. An error in a task that nobody waits for goes to the error
+-- handler (`fish.on_error`), never out of this call. Raises when called inside a fish task.
 ---@return nil
 function fish.run() end
 
 --- Drive transfers and tasks once, waiting at most `timeout` seconds for something to happen.
--- `fish.step(0)` never waits, even with hundreds of transfers in flight. Raises like `fish.run`,
--- and when called inside a fish task.
+-- `fish.step(0)` never waits, even with hundreds of transfers in flight. Task errors nobody waits
+-- for go to the error handler, as in `fish.run`. Raises when called inside a fish task.
 -- With `budget`, it stops resuming tasks once that much Lua time has gone (it always resumes at
 -- least one); the others run, in order, in the next steps. Tasks that started requests have them
 -- sent before the step returns, so a request started in a frame goes out in that frame.
@@ -400,8 +405,10 @@ function fish.sleep(seconds) end
 
 --- Set the handler for errors in tasks that nobody waits for (with `task:wait` or
 -- `task:result`): `fn(message, task)` gets each such error once, `message` being
--- `fish task failed: ...` with the task's traceback, and `fish.run`/`fish.step` no longer raise
--- them. `nil` restores the default: `fish.run`/`fish.step` raise them, one per call.
+-- `fish task failed: ...` with the task's traceback. Such errors never raise from `fish.run` or
+-- `fish.step`, which may belong to someone else. The default handler, which `nil` restores, writes
+-- them to `io.stderr`, or shows them with `vim.notify` under Neovim. If `fn` raises, its error
+-- goes to the default handler too.
 ---@param fn fun(message: string, task: fish.Task)? the handler, or nil for the default
 ---@return nil
 function fish.on_error(fn) end
@@ -545,6 +552,37 @@ local CancelToken = {}
 --- End every call that was given this token, and any later one, with kind `"canceled"`.
 ---@return boolean first true the first time, false after
 function CancelToken:cancel() end
+
+--- `require("fish.nvim")`: fish driven by Neovim's event loop. Requiring it (once per Lua state;
+-- plugins share it) installs the driver: a `vim.uv` poll handle per socket libcurl uses and one
+-- `vim.uv` timer for the earliest due time, never a periodic tick. Tasks resume in `vim.schedule`,
+-- and `fish.spawn` alone starts one.
+-- @type nvim
+---@class fish.nvim
+local nvim = {}
+
+--- What the driver did so far: `socket_events` (socket events handled), `timer_fires` (timer
+-- expiries), `passes` (passes that resumed tasks), `sockets` (poll handles open now).
+---@return { socket_events: integer, timer_fires: integer, passes: integer, sockets: integer } stats
+function nvim.stats() end
+
+--- `require("fish.openresty")`: fish in an nginx worker with the lua module and lua-resty-core.
+-- @type openresty
+---@class fish.openresty
+local openresty = {}
+
+--- Install the driver in this worker (call it again to change the options): one light thread
+-- (`ngx.timer.at`) moves every transfer, and a handler waiting for its call sleeps on an
+-- `ngx.semaphore` that the driver posts when the transfer ends. Raises outside nginx, and on a bad
+-- option, naming it.
+---@param opts fish.OpenrestyOptions? the options
+---@return nil
+function openresty.start(opts) end
+
+--- The driver's counters in this worker: `passes` (looks at the sockets), `posts` (waiting calls
+-- woken), `drivers` (light threads started), `running` (transfers now).
+---@return { passes: integer, posts: integer, drivers: integer, running: integer } stats
+function openresty.stats() end
 
 fish.voices = voices
 fish.asr = asr

@@ -7,10 +7,12 @@
 --   require("fish_say").say("Hello", { on_done = function(result) ... end })
 --
 -- How it waits: each conversion is a fish task (fish.spawn) that writes the
--- audio to a file. One editor timer calls fish.step(0) every few
--- milliseconds while any conversion runs; fish.step(0) moves the transfers
--- on and never waits, so the editor stays responsive. The timer stops when
--- the last conversion ends.
+-- audio to a file. require("fish.nvim") drives fish from the editor's own
+-- event loop: it watches the transfer's socket with a vim.uv poll handle
+-- and sets one vim.uv timer only for what is due (a retry, a time limit).
+-- Nothing ticks while the API works on the answer; the socket's answer
+-- wakes the task at once, and the task resumes in vim.schedule, so it can
+-- report with any editor API when it ends.
 --
 -- Settings come from require("fish_say").setup{...}, then vim.g.fish_say,
 -- then the environment (FISH_API_KEY, FISH_BASE_URL); see README.md.
@@ -28,7 +30,6 @@ local DEFAULTS = {
   out_dir = nil,      -- or: a directory for fish-say-<n>.<format> files
   play = true,        -- play the file when done (if a player is installed)
   player = nil,       -- a command list such as { "mpv", "--no-video" }; default: detect
-  interval = 10,      -- milliseconds between fish.step(0) calls
   convert = nil,      -- extra fish.convert fields, e.g. { latency = "balanced" }
 }
 
@@ -80,7 +81,6 @@ end
 
 local fish      -- the fish module, loaded on first use
 local jobs = {} -- conversions still running, oldest first
-local timer     -- steps fish while any job runs
 local counter = 0
 
 local function finish(job, ok, path, bytes)
@@ -109,34 +109,14 @@ local function finish(job, ok, path, bytes)
   end
 end
 
-local function tick()
-  -- fish.step raises if some other plugin's fish task failed unobserved;
-  -- that must not stop our timer.
-  local stepped, err = pcall(fish.step, 0)
-  if not stepped then notify(tostring(err), vim.log.levels.ERROR) end
-  local i = 1
-  while i <= #jobs do
-    local job = jobs[i]
-    local done, ok, path, bytes = job.task:result()
-    if done then
+local function job_ended(job, ok, path, bytes)
+  for i, j in ipairs(jobs) do
+    if j == job then
       table.remove(jobs, i)
-      finish(job, ok, path, bytes)
-    else
-      i = i + 1
+      break
     end
   end
-  if #jobs == 0 and timer then
-    timer:stop()
-  end
-end
-
-local function drive(interval)
-  if not timer then timer = uv.new_timer() end
-  if not timer:is_active() then
-    -- The callback runs on the main loop (not in a fast event), so
-    -- finishing a job may use any editor API.
-    timer:start(0, interval, vim.schedule_wrap(tick))
-  end
+  finish(job, ok, path, bytes)
 end
 
 local function load_fish()
@@ -146,6 +126,9 @@ local function load_fish()
     error("cannot load the fish module (is it on package.path and package.cpath, " ..
       "built for LuaJIT?): " .. tostring(mod), 0)
   end
+  -- Drive fish from the editor's loop (once per Lua state: other plugins
+  -- that use fish share it). Its task errors go to vim.notify.
+  require("fish.nvim")
   fish = mod
   return fish
 end
@@ -175,39 +158,40 @@ function M.say(text, opts)
   args.text, args.format, args.out = text, s.format, out
   if s.reference_id then args.reference_id = s.reference_id end
 
-  local task = fish.spawn(function()
-    -- Inside a fish task, convert suspends only this task. fish.pcall keeps
-    -- a bad argument from failing the task unobserved (fish.step would
-    -- raise), and unlike pcall it lets the task yield on every Lua ABI.
-    -- A failure returns nil, message, err: the message is a string.
-    local called, path, bytes_or_message = fish.pcall(client.convert, args)
-    client.close()
-    if not called then return false, path end
-    if not path then return false, bytes_or_message end
-    return true, path, bytes_or_message
-  end)
-
   local job = {
-    task = task,
     text = text,
     out = out,
     settings = s,
     on_done = opts.on_done,
     started = uv.hrtime(),
   }
+  -- Inside a fish task, convert suspends only this task; the task resumes
+  -- in vim.schedule, so job_ended may use any editor API. fish.pcall turns
+  -- a bad argument into a reported failure (unlike pcall, it lets the task
+  -- yield on every Lua ABI). A failure returns nil, message, err.
+  job.task = fish.spawn(function()
+    local called, path, bytes_or_message = fish.pcall(client.convert, args)
+    client.close()
+    if not called then
+      job_ended(job, false, path)
+    elseif not path then
+      job_ended(job, false, bytes_or_message)
+    else
+      job_ended(job, true, path, bytes_or_message)
+    end
+  end)
   function job.cancel()
     job.canceled = true
-    return task:cancel()
+    return job.task:cancel()
   end
   jobs[#jobs + 1] = job
-  drive(s.interval)
   return job
 end
 
 -- Cancel every running conversion; their files are not written.
 function M.cancel_all()
+  -- Canceled tasks end in the next pass; their files are never written.
   for _, job in ipairs(jobs) do job.cancel() end
-  if #jobs > 0 and fish then tick() end
 end
 
 -- Conversions still running.
