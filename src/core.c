@@ -10,6 +10,7 @@
 #include "lmsgpack.h"
 #include "platform.h"
 #include "request.h"
+#include "ws_test.h"
 
 #define FISH_CORE_VERSION "0.1.0"
 
@@ -93,6 +94,7 @@ int fish_core_open(lua_State *L) {
     fish_open_request(L);
     fish_open_engine(L);
     fish_open_msgpack(L);
+    fish_ws_test_open(L);
     return 1;
 }
 
