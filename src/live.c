@@ -108,7 +108,7 @@ static int add_close_frame(fish_live *s, int code, const char *reason, size_t re
         payload[n++] = (unsigned char)(code >> 8);
         payload[n++] = (unsigned char)code;
         if (reason_len > sizeof payload - 2) reason_len = sizeof payload - 2;
-        memcpy(payload + n, reason, reason_len);
+        if (reason_len) memcpy(payload + n, reason, reason_len);
         n += reason_len;
     }
     s->sent_close = 1;
