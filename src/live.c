@@ -646,6 +646,7 @@ static int live_close(lua_State *L) {
     release_transport(s);
     unlink_live(s);
     fish_buffer_free(&s->in);
+    s->head_len = 0; /* handshake() still answers, with the status alone */
     fish_buffer_free(&s->body);
     fish_ws_decoder_free(&s->decoder);
     while (s->first) {
