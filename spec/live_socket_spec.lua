@@ -144,6 +144,22 @@ describe("live sockets", function()
     assert.equal(0, engine:live_count())
   end)
 
+  it("keeps the news of a perform without a changed table for the next one with it", function()
+    local sock, id = connect("/echo")
+    local deadline = core.now() + 20
+    while sock:state() ~= "open" do
+      assert.is_true(core.now() < deadline, "never opened")
+      engine:perform({})
+      engine:poll(0.2)
+    end
+    local changed = {}
+    engine:perform({}, changed)
+    assert.same({ id }, changed)
+    changed = {}
+    engine:perform({}, changed)
+    assert.same({}, changed)
+  end)
+
   it("echoes 1 B to 3 MB messages both ways, whatever their length encoding", function()
     local sock = open("/echo")
     for _, n in ipairs({ 1, 125, 126, 65535, 65536, 3 * 1024 * 1024 }) do

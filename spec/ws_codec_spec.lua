@@ -144,6 +144,16 @@ describe("ws codec: the frame decoder", function()
     end
   end)
 
+  it("reassembles a message of 10,000 one-byte fragments", function()
+    local parts = { frame(2, "0", { fin = false }) }
+    for i = 1, 9998 do parts[#parts + 1] = frame(0, tostring(i % 10), { fin = false }) end
+    parts[#parts + 1] = frame(0, "9")
+    local events = decode(table.concat(parts), 10000)
+    assert.equal(1, #events)
+    assert.equal(10000, #events[1].data)
+    assert.equal("01234", events[1].data:sub(1, 5))
+  end)
+
   it("drops text messages, fragmented or not, and keeps the binary ones around them", function()
     local bytes = frame(1, "hello") .. frame(2, "one") .. frame(1, "a", { fin = false })
       .. frame(10, "p") .. frame(0, "b") .. frame(2, "two")

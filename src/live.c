@@ -375,16 +375,16 @@ void fish_live_connected(fish_live *s, CURLcode result) {
     s->changed = 1;
 }
 
-int fish_live_step(fish_live *s) {
+int fish_live_step(fish_live *s, int report) {
     if (s->easy && s->connected && s->state != LIVE_CLOSED) {
         flush(s);
         receive_all(s);
         flush(s);
         finish_close(s);
     }
-    int changed = s->changed;
+    if (!report || !s->changed) return 0;
     s->changed = 0;
-    return changed;
+    return 1;
 }
 
 int fish_live_wait(const fish_live *s, curl_socket_t *fd) {

@@ -191,10 +191,12 @@ static fish_ws_event start_frame(fish_ws_decoder *d) {
                      (unsigned long long)d->max_message);
             return fail(d, FISH_WS_TOO_LARGE, why);
         }
-        /* One reservation for the whole frame (bounded by max_message), so
-         * a large message is not copied as it doubles its way up. Best
-         * effort: the appends report a real shortage. */
-        if (d->message_opcode == FISH_WS_OP_BINARY && len <= SIZE_MAX)
+        /* A message's first frame reserves its size at once (bounded by
+         * max_message), so a large message is not copied as it doubles
+         * its way up. Continuations grow by doubling: an exact size each
+         * would copy the message once per fragment. Best effort: the
+         * appends report a real shortage. */
+        if (d->opcode == FISH_WS_OP_BINARY && len <= SIZE_MAX)
             (void)fish_buffer_reserve_exact(&d->message, (size_t)len);
     }
     d->remaining = len;
