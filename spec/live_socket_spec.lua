@@ -409,6 +409,29 @@ describe("live sockets", function()
     drive(engine, function() return true end)
   end)
 
+  it("gives every connection back when its socket closes", function()
+    -- Sockets open in this process (the shell's parent), Linux only.
+    local function open_sockets()
+      local pipe = io.popen("ls -l /proc/$PPID/fd 2>/dev/null | grep -c 'socket:'")
+      local n = tonumber(pipe:read("*l"))
+      pipe:close()
+      return n
+    end
+    if not open_sockets() or open_sockets() == 0 then return pending("needs Linux /proc") end
+    drive(engine, function() return true end)
+    local before = open_sockets()
+    for _ = 1, 3 do
+      local socks = {}
+      for i = 1, 4 do socks[i] = open("/echo") end
+      assert.is_true(open_sockets() >= before + 4)
+      socks[1]:shutdown()
+      drive(engine, function() return socks[1]:state() == "closed" end)
+      for i = 1, 4 do socks[i]:close() end
+      drive(engine, function() return true end)
+    end
+    assert.equal(before, open_sockets())
+  end)
+
   it("send after a failure or shutdown", function()
     local sock = open("/echo")
     sock:shutdown()

@@ -555,6 +555,10 @@ static void set_transport(lua_State *L, fish_live *s) {
     /* Else ALPN offers h2 on TLS, a server picks it, and the Upgrade,
      * which exists only in HTTP/1.1, is never understood. */
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    /* A connection of its own, never one an HTTP request left idle in the
+     * multi's pool (the server may be closing it). FORBID_REUSE must stay
+     * off: libcurl would close the connection the moment it is made. */
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075500
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
