@@ -177,11 +177,17 @@ static int engine_poll(lua_State *L) {
     return 0;
 }
 
-/* e:timeout() -> seconds until libcurl wants perform again, or nil. */
+/* e:timeout() -> seconds until libcurl wants perform again, or nil. 0 too
+ * while a live socket stopped reading at its step budget: its bytes may
+ * wait inside TLS, where no fd readiness will announce them. */
 static int engine_timeout(lua_State *L) {
     fish_engine *e = check_engine(L, 1);
     long ms = -1;
     curl_multi_timeout(e->multi, &ms);
+    for (fish_live *s = e->live; s; s = s->next) {
+        curl_socket_t fd;
+        if (fish_live_wait(s, &fd) < 0) ms = 0;
+    }
     if (ms < 0) return 0;
     lua_pushnumber(L, (lua_Number)ms / 1000.0);
     return 1;

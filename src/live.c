@@ -32,7 +32,7 @@
 /* One perform reads at most this much per socket, so a peer that floods
  * cannot hold the engine (and every other transfer) in one step; the rest
  * waits for the next perform, which poll then does not delay. */
-#define STEP_READ_BUDGET ((size_t)8 * 1024 * 1024)
+#define STEP_READ_BUDGET ((size_t)1024 * 1024)
 #define MAX_TIMEOUT_SECONDS (24.0 * 24 * 3600)
 
 static const char *const state_names[] = {"connecting", "handshake", "open", "closing", "closed"};
