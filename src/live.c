@@ -6,7 +6,18 @@
  *   engine:add_live(socket) -> id;  engine:perform(finished, changed)
  *   socket:send(bytes) socket:receive() socket:state() socket:failure()
  *   socket:handshake() socket:close_info() socket:shutdown([code [, reason]])
- *   socket:close() socket:activity() socket:pending() socket:fd()
+ *   socket:close() socket:activity() socket:pending() socket:fd() socket:id()
+ *
+ * Details the contract leaves open, as built: engine:perform's count is of
+ * requests only (sockets still connecting are left out); a perform without
+ * a `changed` table keeps the news for the next one that has it; shutdown
+ * before the socket is open drops the connection (there is no WebSocket
+ * to close yet, and no failure); send after our close frame drops the
+ * message (RFC 6455 allows no data then) and raises only once closed;
+ * close_info gives 1005 for a close frame without a code; engine:close()
+ * fails its open sockets as "network", "the engine was closed"; through an
+ * HTTP proxy the socket always tunnels (proxy_tunnel is accepted and
+ * changes nothing); max_message is a whole number >= 1.
  *
  * libcurl makes the connection with CONNECT_ONLY inside the engine's multi
  * handle, so DNS, proxies, TLS and the CA options are the HTTP ones and
