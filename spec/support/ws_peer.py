@@ -24,8 +24,6 @@ HTTP/1.1 gets h2).
     /send/<n>             send one message of n bytes (b"x" * n)
     /drop                 drop the TCP connection, no close frame
     /masked               write a masked frame (a server must not)
-    /count                after the client's close, send nothing; the
-                          close code and reason it got go to stderr
 - <raw_port> speaks bytes for faults a library will not produce:
     /bad_accept           101 with a wrong Sec-WebSocket-Accept
     /ping_between         101, then a fragmented message with a ping
@@ -36,7 +34,7 @@ HTTP/1.1 gets h2).
     /silent               never answer
     /head_then_drop       101 head, then drop the connection at once
 
-SIGTERM stops it. Logs go to stderr.
+SIGTERM stops it.
 """
 
 import asyncio
@@ -53,10 +51,6 @@ import sys
 import websockets
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-def log(*args):
-    print("ws_peer:", *args, file=sys.stderr, flush=True)
 
 
 # ---- the websockets side --------------------------------------------------
@@ -112,10 +106,6 @@ async def handler(ws, path):
             ws.transport.write(bytes([0x82, 0x81, 1, 2, 3, 4, ord("x") ^ 1]))
             async for _ in ws:
                 pass
-        elif what == "count":
-            async for _ in ws:
-                pass
-            log("client closed with", ws.close_code, repr(ws.close_reason))
     except websockets.ConnectionClosed:
         pass
 
