@@ -108,4 +108,8 @@ int fish_poller_ready(fish_poller *p, fish_pollsock *out, size_t cap);
  * clock, so a clock change cannot fire or starve a timeout. */
 double fish_now(void);
 
+/* Fill out with n bytes from the OS's CSPRNG (WebSocket mask keys and
+ * handshake nonces must be unpredictable). Returns 0 or an errno value. */
+int fish_random_bytes(void *out, size_t n);
+
 #endif

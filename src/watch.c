@@ -248,12 +248,15 @@ static int watch_timer_due(lua_State *L) {
     return 1;
 }
 
+/* `changed`: the stack index of the table for live sockets' news (the
+ * argument after `finished`), or 0 when the caller gave none. */
 static int action(lua_State *L, fish_engine *e, curl_socket_t fd, int events, int finished) {
     int running = 0;
     CURLMcode rc = curl_multi_socket_action(e->multi, fd, events, &running);
     if (rc != CURLM_OK) return luaL_error(L, "curl_multi_socket_action: %s", curl_multi_strerror(rc));
-    fish_engine_collect(L, e, finished);
-    return running;
+    int changed = lua_istable(L, finished + 1) ? finished + 1 : 0;
+    running -= fish_engine_collect(L, e, finished, changed);
+    return running > 0 ? running : 0;
 }
 
 /* The timer has fired: it is spent, unless libcurl sets it again. libcurl
@@ -273,10 +276,11 @@ static int fire_timer(lua_State *L, fish_engine *e, int finished) {
     return running;
 }
 
-/* e:socket_action(fd, events, finished) -> running. `events` is what the
- * host saw on fd: "in", "out", "inout", "err" or nil (libcurl looks for
- * itself). Moves the transfers on that fd; appends the ids of the requests
- * that finished to `finished`, as perform does. */
+/* e:socket_action(fd, events, finished [, changed]) -> running. `events` is
+ * what the host saw on fd: "in", "out", "inout", "err" or nil (libcurl
+ * looks for itself). Moves the transfers on that fd; appends the ids of the
+ * requests that finished to `finished` and of the live sockets with news to
+ * `changed`, as perform does. */
 static int watch_socket_action(lua_State *L) {
     static const char *const names[] = {"in", "out", "inout", "err", NULL};
     static const int bits[] = {CURL_CSELECT_IN, CURL_CSELECT_OUT, CURL_CSELECT_IN | CURL_CSELECT_OUT,
@@ -289,7 +293,7 @@ static int watch_socket_action(lua_State *L) {
     return 1;
 }
 
-/* e:socket_timeout(finished) -> running: libcurl's timer fired. */
+/* e:socket_timeout(finished [, changed]) -> running: libcurl's timer fired. */
 static int watch_socket_timeout(lua_State *L) {
     fish_engine *e = check_open(L);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -297,7 +301,7 @@ static int watch_socket_timeout(lua_State *L) {
     return 1;
 }
 
-/* e:poll_sockets(finished) -> running, active. For a host that cannot
+/* e:poll_sockets(finished [, changed]) -> running, active. For a host that cannot
  * watch fds: look at every watched fd at once without waiting (one poll(2)),
  * act on the ready ones only, and on the timer if it is due. `active` is
  * how many fds were ready. The cost follows the fds, not the Lua side. */
@@ -341,6 +345,9 @@ static int watch_poll_sockets(lua_State *L) {
     if (running < 0) { /* nothing happened: count without moving anything */
         running = 0;
         for (fish_request *r = e->running; r; r = r->next) running++;
+        /* Live sockets may have bytes to write that no fd event announces
+         * yet (messages queued since the last pass): give them their pass. */
+        if (e->live) fish_engine_collect(L, e, 2, lua_istable(L, 3) ? 3 : 0);
     }
     lua_pushinteger(L, running);
     lua_pushinteger(L, ready);
