@@ -27,6 +27,9 @@ local id_of = setmetatable({}, { __mode = "k" })        -- request -> engine id
 local started = 0                                       -- requests started so far
 local last_pump, pump_due = -math.huge, nil           -- when the engine last moved, and what it asked for
 local finished_scratch = {}
+local changed_scratch = {}                              -- live sockets with news, from engine:perform
+local live_owner = setmetatable({}, { __mode = "v" })   -- engine id -> the live session on that socket
+local live_step                                         -- fish.live's delivery, run by every fish.step
 
 local WAIT = tasks.WAIT
 local HOST_PAUSE_STEP = 0.01 -- a host pause cannot be woken by a socket: poll this often
@@ -120,11 +123,18 @@ end
 local function pump()
   local e = loop.engine()
   for i = #finished_scratch, 1, -1 do finished_scratch[i] = nil end
-  local running = e:perform(finished_scratch)
+  for i = #changed_scratch, 1, -1 do changed_scratch[i] = nil end
+  local running = e:perform(finished_scratch, changed_scratch)
   last_pump = core.now()
   for i = 1, #finished_scratch do
     local request = tracked[finished_scratch[i]]
     if request then ended(request) end
+  end
+  -- A live socket with news: its session only takes note and wakes its
+  -- waiters; the caller's callbacks run later, from a step or a wait.
+  for i = 1, #changed_scratch do
+    local owner = live_owner[changed_scratch[i]]
+    if owner then owner:changed() end
   end
   if running < tracked_count then sweep() end
   local now = core.now()
@@ -268,6 +278,32 @@ function loop.await(request, pause, on_progress)
   until request:state() ~= "running"
 end
 
+-- ---- live sockets (fish.live) -----------------------------------------------------
+
+-- Start a live socket on the engine; `owner:changed()` is called from the
+-- pump whenever the engine reports news on it. The owner is held weakly: a
+-- session nobody refers to is collected, and its socket closed.
+function loop.add_live(sock, owner)
+  local id = loop.engine():add_live(sock)
+  live_owner[id] = owner
+  return id
+end
+
+-- Wait as wait_for does, woken in a task by loop.notify(key) rather than
+-- polled (a live session notifies the keys of its waiters on news).
+function loop.wait_on(key, ready, deadline, pause, on_cancel)
+  return wait_for(ready, deadline, pause, on_cancel, { request = key })
+end
+
+loop.notify = tasks.request_ended
+
+-- fn(now) runs at the end of every fish.step and returns the next time it
+-- wants to run, or nil: fish.live delivers there what sessions nobody
+-- waits on have received, and runs their timers.
+function loop.set_live_step(fn)
+  live_step = fn
+end
+
 -- Sleep; a cancel token ends the sleep early. Returns false if canceled.
 function loop.sleep(seconds, pause, token)
   local ready = token and function() return token.canceled end or nil
@@ -312,6 +348,7 @@ function loop.step(timeout, budget)
   tasks.deliver_errors() -- the ones a previous call left queued
   local due = pump()
   local ran = run_pass(budget)
+  if live_step then due = earliest(due, live_step(core.now())) end
   if ran == 0 and timeout > 0 and tasks.queued() == 0 then
     local now = core.now()
     due = earliest(due, tasks.next_timer())
@@ -320,6 +357,7 @@ function loop.step(timeout, budget)
     if sleep > 0 then loop.engine():poll(sleep) end
     pump()
     run_pass(budget)
+    if live_step then live_step(core.now()) end
   end
   return tasks.count()
 end
