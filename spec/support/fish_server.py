@@ -24,6 +24,7 @@ Only the standard library and Debian's python3-msgpack are used.
 import argparse
 import array
 import base64
+import collections
 import hmac
 import io
 import json
@@ -31,6 +32,7 @@ import math
 import os
 import re
 import secrets
+import select
 import signal
 import socket
 import socketserver
@@ -46,6 +48,18 @@ from urllib.parse import parse_qsl, unquote
 
 import msgpack
 
+# The WebSocket side (/v1/tts/live) uses Debian's python3-websockets for its
+# framing, so the C client is tested against a codec nobody here wrote. The
+# HTTP API works without it; the live paths then answer 501.
+try:
+    from websockets.datastructures import Headers as WSHeaders
+    from websockets.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
+    from websockets.connection import State as WSState
+    from websockets.http11 import Request as WSRequest
+    from websockets.server import ServerConnection as WSServerConnection
+except ImportError:                      # pragma: no cover - depends on the host
+    WSServerConnection = None
+
 # ---------------------------------------------------------------------------
 # Constants
 # ---------------------------------------------------------------------------
@@ -54,6 +68,10 @@ CHUNK = 8192                      # size of the pieces a streamed body is sent i
 MAX_BODY = 128 * 1024 * 1024      # larger request bodies get 413
 IDLE_TIMEOUT = 120                # seconds an idle keep-alive connection may linger
 DEFAULT_AFTER_BYTES = 16384       # where mid-body faults strike by default
+LIVE_PATHS = ("/v1/tts/live", "/v1/tts/live/with-timestamp")
+LIVE_AUDIO_CHUNK = 8192           # audio bytes per live `audio` event by default
+LIVE_CHUNK_LENGTH = 300           # the API's chunk_length default (fish-api.md §2.2)
+LIVE_CLOSE_WAIT = 2.0             # how long to wait for the client's close frame
 
 # Measured on the real API for a wrong key (fish-api.md §2.5): plain text, not JSON.
 UNAUTHORIZED_TEXT = "No permission -- see authorization schemes"
@@ -91,6 +109,14 @@ FAULT_KEYS = {
     "close": bool, "slow_headers": (int, float), "stall_body": (int, float),
     "pause_after_first": (int, float), "empty_body": bool, "bad_json": bool,
     "redirect": str, "delay": (int, float),
+    # Live TTS (WebSocket) faults; see LiveSession. They act after the
+    # handshake, for the whole socket.
+    "after_audio": int, "finish_error": str, "error_event": str, "error_key": str,
+    "drop": str, "no_close_frame": bool, "close_code": int, "close_reason": str,
+    "fragment": int, "ping": int, "oversized": int, "stall": (int, float),
+    "stall_mid_frame": bool, "audio_chunk": int, "audio_delay": (int, float),
+    "text_frame": str, "send_event": dict, "alignment_fix": bool, "keep_open": bool,
+    "bad_accept": bool,
 }
 
 LOG_QUIET = False
@@ -654,10 +680,15 @@ def seed_voice():
 class State:
     def __init__(self, api_key, train_delay, tts_delay):
         self.api_key = api_key
-        self.startup_config = {"train_delay": float(train_delay), "tts_delay": float(tts_delay)}
+        self.startup_config = {"train_delay": float(train_delay), "tts_delay": float(tts_delay),
+                               "live": True, "live_chunk": LIVE_AUDIO_CHUNK,
+                               "live_delay": 0.0}
         self.lock = threading.Lock()
+        # Signalled whenever a live session changes, for /_test/live?wait=S.
+        self.live_changed = threading.Condition(self.lock)
         self.active_connections = 0
         self.current_tts = 0
+        self.active_live = 0
         self.reset()
 
     def reset(self):
@@ -666,6 +697,7 @@ class State:
             self.voices = {SEED_VOICE_ID: seed_voice()}     # insertion-ordered
             self.requests = []
             self.faults = []
+            self.live_sessions = []     # LiveSession.record dicts, in handshake order
             # In-flight TTS requests keep counting; the maximum restarts from them.
             self.max_concurrent_tts = self.current_tts
 
@@ -703,6 +735,11 @@ class State:
     def conn_delta(self, d):
         with self.lock:
             self.active_connections += d
+
+    def live_delta(self, d):
+        with self.lock:
+            self.active_live += d
+            self.live_changed.notify_all()
 
     def tts_delta(self, d):
         with self.lock:
@@ -1034,6 +1071,10 @@ class Handler(BaseHTTPRequestHandler):
             self.abort_rst()
             return
         reply = self.fault_reply(req, fault)
+        if reply is None and req.path in LIVE_PATHS:
+            reply = self.live_handshake(req, fault)
+            if reply is None:
+                return                             # the socket was a WebSocket; it is over
         if reply is None:
             try:
                 reply = self.route(req)
@@ -1084,6 +1125,70 @@ class Handler(BaseHTTPRequestHandler):
                     ct = "text/plain"
             return Reply(status, [("Content-Type", ct)], body.encode("utf-8"))
         return None
+
+    # --- live TTS (WebSocket) handshake ----------------------------------------------
+
+    def live_handshake(self, req, fault):
+        """A request to /v1/tts/live[/with-timestamp].
+
+        Returns a Reply when the answer is plain HTTP (a refusal), or None
+        once the connection has run as a WebSocket session and is over.
+        """
+        if not self.authorized(req):
+            return text_reply(401, UNAUTHORIZED_TEXT)     # first, as on every API path
+        if not self.state.config["live"]:
+            # Self-hosted fish-speech has no WebSocket endpoint (live-tts.md
+            # §1.6); its router answers these paths like any unknown one.
+            return error_reply(404, "Not Found")
+        if req.method != "GET" or "websocket" not in req.headers.get("Upgrade", "").lower():
+            # A guess at the real API: ASGI frameworks route HTTP and WebSocket
+            # requests separately, so a plain request to a WebSocket-only path
+            # finds no HTTP route and gets the usual 404.
+            return error_reply(404, "Not Found")
+        if WSServerConnection is None:
+            return error_reply(501, "python3-websockets is not installed on the test server")
+        # The library checks the upgrade request (Connection, Upgrade,
+        # Sec-WebSocket-Key, Sec-WebSocket-Version) and builds the 101, or a
+        # 400/426 refusal. Extensions are not offered (no compression, as
+        # protocol-decisions.md says the client sends none).
+        target = req.path + ("?" + req.query if req.query else "")
+        handshake = WSServerConnection()
+        response = handshake.accept(WSRequest(target, WSHeaders(list(req.headers.items()))))
+        if response.status_code != 101:
+            return Reply(response.status_code,
+                         [(k, v) for k, v in response.headers.raw_items()
+                          if k.lower() not in ("content-length", "connection", "date")],
+                         response.body or b"")
+        for k, v in (fault.get("headers") or {}).items():
+            if k in response.headers:
+                del response.headers[k]
+            response.headers[k] = str(v)
+        if fault.get("bad_accept"):
+            # The accept value for another key: a client that checks it must refuse.
+            del response.headers["Sec-WebSocket-Accept"]
+            response.headers["Sec-WebSocket-Accept"] = base64.b64encode(b"\0" * 20).decode()
+        self.close_connection = True                # never HTTP again on this socket
+        log("%s GET %s: 101, live session" % (self.address_string(), req.path))
+        LiveSession(self, req, fault).run(response)
+        return None
+
+    def take_buffered(self):
+        """Bytes the client sent after its upgrade request that rfile has
+        already buffered (a client may send `start` without waiting for the
+        101). Non-blocking: a buffered reader on a non-blocking socket returns
+        what it holds, or nothing."""
+        sock = self.connection
+        old = sock.gettimeout()
+        sock.setblocking(False)
+        try:
+            data = self.rfile.peek(1 << 16)
+        except (BlockingIOError, OSError, ValueError):
+            data = b""
+        finally:
+            sock.settimeout(old)
+        if data:
+            data = self.rfile.read(len(data))
+        return data or b""
 
     # --- control API (/_test/...) ---------------------------------------------------
 
@@ -1148,7 +1253,10 @@ class Handler(BaseHTTPRequestHandler):
                 return json_reply(200, {"active_connections": st.active_connections,
                                         "max_concurrent_tts": st.max_concurrent_tts,
                                         "current_tts": st.current_tts,
+                                        "active_live": st.active_live,
                                         "requests": len(st.requests)})
+        if path == "/_test/live" and method == "GET":
+            return self.control_live(query)
         return error_reply(404, "Unknown control endpoint %s %s" % (method, path))
 
     def control_add_fault(self, obj):
@@ -1175,18 +1283,58 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(error_reply(400, "'reset' must be before_headers or mid_body"))
         if "status" in spec and not 200 <= spec["status"] <= 599:
             raise HttpError(error_reply(400, "'status' must be 200..599"))
+        if spec.get("drop") not in (None, "fin", "rst"):
+            raise HttpError(error_reply(400, "'drop' must be fin or rst"))
+        if spec.get("error_key") not in (None, "message", "error"):
+            raise HttpError(error_reply(400, "'error_key' must be message or error"))
+        for key in ("after_audio", "ping"):
+            if spec.get(key, 0) < 0:
+                raise HttpError(error_reply(400, "%r must be >= 0" % key))
+        for key in ("fragment", "oversized", "audio_chunk"):
+            if key in spec and spec[key] < 1:
+                raise HttpError(error_reply(400, "%r must be >= 1" % key))
+        if "close_code" in spec and not (spec["close_code"] in (1000, 1001, 1002, 1003, 1007,
+                                                                1008, 1009, 1010, 1011)
+                                         or 3000 <= spec["close_code"] <= 4999):
+            # The library refuses to send reserved codes such as 1005/1006.
+            raise HttpError(error_reply(400, "'close_code' must be a code a close frame may carry"))
         pending = self.state.add_fault(path, method.upper() if method else None, times, spec)
         return json_reply(200, {"queued": True, "pending": pending})
+
+    def control_live(self, query):
+        """The recorded live sessions. ?path=P keeps one endpoint's; ?wait=S
+        first waits up to S seconds until no session is still running, so a
+        spec reads the close code the client sent after its own side ended."""
+        st = self.state
+        want = dict(parse_qsl(query))
+        try:
+            wait = float(want.get("wait", 0))
+        except ValueError:
+            raise HttpError(error_reply(400, "'wait' must be a number"))
+        deadline = time.monotonic() + wait
+        with st.lock:
+            while st.active_live > 0 and time.monotonic() < deadline:
+                st.live_changed.wait(max(0.0, deadline - time.monotonic()))
+            sessions = [dict(r) for r in st.live_sessions
+                        if r["path"] == want.get("path", r["path"])]
+            return json_reply(200, sessions)
 
     def control_config(self, obj):
         st = self.state
         for key in obj:
-            if key not in ("train_delay", "tts_delay", "voice_id"):
+            if key not in ("train_delay", "tts_delay", "voice_id", "live", "live_chunk",
+                           "live_delay"):
                 raise HttpError(error_reply(400, "unknown config field %r" % key))
-        for key in ("train_delay", "tts_delay"):
+        for key in ("train_delay", "tts_delay", "live_delay"):
             v = obj.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
                 raise HttpError(error_reply(400, "%r must be a number >= 0" % key))
+        if "live" in obj and not isinstance(obj["live"], bool):
+            raise HttpError(error_reply(400, "'live' must be a boolean"))
+        if "live_chunk" in obj:
+            v = obj["live_chunk"]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise HttpError(error_reply(400, "'live_chunk' must be an integer >= 1"))
         with st.lock:
             vid = obj.get("voice_id")
             if vid is not None:
@@ -1197,9 +1345,12 @@ class Handler(BaseHTTPRequestHandler):
                 if "train_delay" in obj:
                     voice.train_delay = float(obj["train_delay"])
             else:
-                for key in ("train_delay", "tts_delay"):
+                for key in ("train_delay", "tts_delay", "live_delay"):
                     if key in obj:
                         st.config[key] = float(obj[key])
+                for key in ("live", "live_chunk"):
+                    if key in obj:
+                        st.config[key] = obj[key]
             return json_reply(200, dict(st.config))
 
     # --- the API proper ---------------------------------------------------------------
@@ -1768,6 +1919,548 @@ def rechunk(pieces, size=CHUNK):
             del buf[:size]
     if buf:
         yield bytes(buf)
+
+
+# ---------------------------------------------------------------------------
+# Live TTS over WebSocket (/v1/tts/live, /v1/tts/live/with-timestamp)
+# ---------------------------------------------------------------------------
+
+def word_alignment(text, duration, closed):
+    """Segments {text,start,end} for the words of one synthesis chunk, times
+    relative to the chunk. Each word gets time in proportion to its length
+    plus one for the space after it; normally a word ends 15 % early, a pause
+    before the next. `closed` closes those gaps: the "corrected" snapshot an
+    alignment-only event carries."""
+    words = text.split()
+    total = sum(len(w) + 1 for w in words) or 1
+    segments, at = [], 0.0
+    for w in words:
+        span = duration * (len(w) + 1) / total
+        end = at + (span if closed else span * 0.85)
+        segments.append({"text": w, "start": round(at, 3), "end": round(end, 3)})
+        at += span
+    return segments
+
+
+class LiveSession:
+    """One WebSocket connection to a live TTS endpoint, run on the handler's
+    thread once the 101 has been written.
+
+    Framing (masking checks, ping answers, fragment limits, the close
+    handshake) is python3-websockets' sans-I/O ServerConnection: this class
+    feeds it the bytes it reads and writes what it gives back. The session
+    logic on top follows fish-api.md §5 and live-tts.md §1:
+
+      * `start` first, with a /v1/tts request (text may be ""), validated
+        like /v1/tts; `text` appends to a buffer, synthesised when it
+        reaches `chunk_length` characters; `flush` synthesises it now;
+        `stop` synthesises the rest, sends finish/stop and closes.
+      * A request-level failure (invalid start, an event before start, a
+        second start, a message that is not a msgpack map with an `event`)
+        ends the session: /with-timestamp sends `{"event":"error",
+        "message":...}`, the only endpoint where that event is documented
+        (live-tts.md §1.3); /v1/tts/live sends the documented
+        `{"event":"finish","reason":"error","message":...}`. Then it closes.
+      * Unknown client events are recorded and ignored, as clients must
+        ignore unknown server events; text frames too.
+
+    Audio goes out the moment a synthesis happens (no delay unless the
+    `live_delay` config or an `audio_delay` fault asks for one), so a bench
+    can time flush -> first audio. Outgoing items wait in a queue so that a
+    stall or delay keeps reading: pongs and the client's close are still
+    seen and recorded meanwhile.
+    """
+
+    def __init__(self, handler, req, fault):
+        self.handler = handler
+        self.state = handler.state
+        self.sock = handler.connection
+        self.fault = fault
+        self.timestamps = req.path.endswith("/with-timestamp")
+        cfg = self.state.config
+        self.chunk_size = int(fault.get("audio_chunk", cfg["live_chunk"]))
+        self.audio_delay = float(fault.get("audio_delay", cfg["live_delay"]))
+        self.after_audio = int(fault.get("after_audio", 0))
+        self.pings_left = int(fault.get("ping", 0))
+        # One-shot extras, sent just before the session's first audio event.
+        self.before_first = [k for k in ("oversized", "text_frame", "send_event") if k in fault]
+        # Faults that strike once `after_audio` audio events have gone out
+        # (at the latest in place of finish): a stall first, then one ending.
+        self.strikes = []
+        if "stall" in fault:
+            self.strikes.append("stall")
+        for k in ("drop", "finish_error", "error_event"):
+            if k in fault:
+                self.strikes.append(k)
+                break
+        self.conn = None
+        self.outq = collections.deque()
+        self.resume_at = 0.0
+        self.closing_deadline = None
+        self.over = False
+        self.eof = False
+        self.msg_op, self.msg_parts = None, []
+        self.started = False
+        self.stopping = False
+        self.params = None
+        self.buffer = ""
+        self.chunk_seq = 0
+        self.offset = 0.0
+        self.t0 = time.monotonic()
+        self.ping_seq = 0
+        headers = {}
+        for k, v in req.headers.items():
+            k = k.lower()
+            headers[k] = headers[k] + ", " + v if k in headers else v
+        self.record = {
+            "path": req.path, "query": req.query, "headers": headers,
+            "t_open": time.time(), "t_close": None, "ended": False, "end": None,
+            "events": [],             # client events, in order
+            "audio_events": 0, "audio_bytes": 0, "finish": None, "errors_sent": [],
+            "pings_sent": [], "pongs": [], "pings_received": [],
+            "client_close": None, "server_close": None,
+            "masked": True, "protocol_error": None, "fault": dict(fault),
+        }
+
+    # --- bookkeeping (the control API reads the record under the lock) -------
+
+    def note(self, **kv):
+        with self.state.lock:
+            self.record.update(kv)
+            self.state.live_changed.notify_all()
+
+    def add(self, key, item):
+        with self.state.lock:
+            self.record[key].append(item)
+
+    # --- the connection -----------------------------------------------------------
+
+    def run(self, response):
+        st = self.state
+        with st.lock:
+            self.record["id"] = len(st.live_sessions) + 1
+            st.live_sessions.append(self.record)
+        st.live_delta(+1)
+        try:
+            self.sock.sendall(response.serialize())
+            self.conn = WSServerConnection(state=WSState.OPEN, max_size=MAX_BODY)
+            early = self.handler.take_buffered()
+            if early:
+                self.feed(early)
+            if self.fault.get("bad_accept"):
+                self.stopping = True               # nothing to say: wait for the client to go
+                self.closing_deadline = time.monotonic() + LIVE_CLOSE_WAIT
+            self.loop()
+            if not self.record["end"]:
+                self.note(end="closed" if self.conn.state is WSState.CLOSED else "timeout")
+        except OSError as e:
+            self.note(end="socket error: %s" % (e.strerror or type(e).__name__))
+        except Exception as e:                     # a bug here must not go unnoticed
+            log("live session error: %r" % e)
+            self.note(end="server error: %r" % e)
+        finally:
+            self.note(ended=True, t_close=time.time())
+            st.live_delta(-1)
+
+    def loop(self):
+        while not self.over:
+            self.pump()
+            if self.over or self.eof:
+                return
+            now = time.monotonic()
+            timeout = IDLE_TIMEOUT
+            if self.closing_deadline is not None:
+                if self.conn.state is WSState.CLOSED:
+                    return
+                timeout = self.closing_deadline - now
+                if timeout <= 0:
+                    return                         # the client never finished the close
+            elif self.outq:
+                timeout = max(0.0, self.resume_at - now)
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if ready:
+                self.feed(self.sock.recv(1 << 16))
+            elif not self.outq and self.closing_deadline is None:
+                # Idle for IDLE_TIMEOUT with nothing queued: hang up politely.
+                self.conn.send_close(1000, "idle")
+                self.flush()
+                self.note(server_close={"code": 1000, "reason": "idle"})
+                self.closing_deadline = time.monotonic() + LIVE_CLOSE_WAIT
+
+    def feed(self, data):
+        conn = self.conn
+        if data:
+            conn.receive_data(data)
+        else:
+            self.eof = True
+            conn.receive_eof()
+        for frame in conn.events_received():
+            self.on_frame(frame)
+        self.flush()
+        exc = conn.parser_exc
+        if exc is not None and self.record["protocol_error"] is None:
+            if isinstance(exc, EOFError):
+                self.note(protocol_error="EOF without a close frame")
+            else:
+                # e.g. ProtocolError("incorrect masking"): the library failed
+                # the connection with 1002 (or 1009 for a too-big message).
+                self.note(protocol_error="%s: %s" % (type(exc).__name__, exc),
+                          masked="masking" not in str(exc))
+        if conn.state is not WSState.OPEN and self.closing_deadline is None:
+            self.stopping = True
+            self.outq.clear()
+            self.closing_deadline = time.monotonic() + LIVE_CLOSE_WAIT
+
+    def flush(self):
+        for data in self.conn.data_to_send():
+            if data:
+                self.sock.sendall(data)
+            else:                                  # the library's "send EOF"
+                try:
+                    self.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+    def on_frame(self, frame):
+        op = frame.opcode
+        if op in (OP_TEXT, OP_BINARY):
+            self.msg_op, self.msg_parts = op, [frame.data]
+        elif op == OP_CONT:
+            self.msg_parts.append(frame.data)
+        if op in (OP_TEXT, OP_BINARY, OP_CONT):
+            if frame.fin:
+                data, nframes = b"".join(self.msg_parts), len(self.msg_parts)
+                self.msg_parts = []
+                self.on_message(self.msg_op, data, nframes)
+        elif op == OP_PING:                         # the library has queued the pong
+            self.add("pings_received", frame.data.decode("latin-1"))
+        elif op == OP_PONG:
+            self.add("pongs", {"data": frame.data.decode("latin-1"), "t": time.time()})
+        elif op == OP_CLOSE:
+            rcvd = self.conn.close_rcvd
+            self.note(client_close={"code": rcvd.code, "reason": rcvd.reason})
+
+    # --- client events ----------------------------------------------------------
+
+    def on_message(self, op, data, nframes):
+        entry = {"event": None, "t": time.time(), "frames": nframes}
+        if op == OP_TEXT:
+            entry.update(kind="text_frame", text=data.decode("utf-8", "replace"),
+                         ignored="text frame")
+            self.add("events", entry)
+            return
+        try:
+            msg = decode_msgpack(data)
+        except Exception:
+            msg = None
+        if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
+            entry.update(kind="invalid", data_b64=base64.b64encode(data).decode("ascii"))
+            self.add("events", entry)
+            if not self.stopping:
+                self.refuse("Invalid message: expected a msgpack map with an 'event'")
+            return
+        ev = entry["event"] = msg["event"]
+        if ev == "start":
+            entry["request"] = jsonable(msg.get("request"))
+        elif ev == "text":
+            entry["text"] = jsonable(msg.get("text"))
+        if self.stopping:
+            entry["ignored"] = "after stop"
+            self.add("events", entry)
+            return
+        if ev not in ("start", "text", "flush", "stop"):
+            entry["ignored"] = "unknown event"
+            self.add("events", entry)
+            return
+        self.add("events", entry)
+        if ev == "start":
+            if self.started:
+                self.refuse("Invalid event: start received twice")
+                return
+            try:
+                self.begin(msg.get("request"))
+            except HttpError as e:
+                self.refuse(self.error_message(e.reply))
+            return
+        if not self.started:
+            self.refuse("Invalid event: %r before start" % ev)
+            return
+        if ev == "text":
+            text = msg.get("text")
+            if not isinstance(text, str):
+                self.refuse("Invalid text event: 'text' must be a string")
+                return
+            self.buffer += text
+            if len(self.buffer) >= self.params["chunk_length"]:
+                self.synthesize()
+        elif ev == "flush":
+            self.synthesize()
+        else:                                      # stop
+            self.synthesize()
+            self.outq.append(("finish",))
+            self.stopping = True
+
+    @staticmethod
+    def error_message(reply):
+        """One line from a /v1/tts error reply: the 422 list or the message."""
+        try:
+            body = json.loads(reply.body.decode("utf-8"))
+        except ValueError:
+            return reply.body.decode("utf-8", "replace")
+        if isinstance(body, list):
+            return "Invalid start request: " + "; ".join(
+                "%s: %s" % (".".join(item["loc"]), item["msg"]) for item in body)
+        return str(body.get("message", body))
+
+    def begin(self, request):
+        """Validate `start`'s request as /v1/tts's body, except that `text`
+        may be "" or missing (the SDKs send "")."""
+        if not isinstance(request, dict):
+            v = Validation()
+            v.add(["request"], "model_attributes_type",
+                  "Input should be a valid dictionary or object")
+            v.raise_if_any()
+        text = request.get("text", "")
+        probe = dict(request)
+        if text == "":
+            probe["text"] = "-"                    # stands in for the empty text
+        params = validate_tts(probe)
+        self.handler.check_references(params["reference_ids"])
+        params["text"] = text
+        params["chunk_length"] = request.get("chunk_length") or LIVE_CHUNK_LENGTH
+        self.params = params
+        self.started = True
+        self.buffer = text
+        self.chunk_seq, self.offset = 0, 0.0
+        self.t0 = time.monotonic()
+        if len(self.buffer) >= params["chunk_length"]:
+            self.synthesize()
+
+    def refuse(self, message):
+        """A request-level failure: the error event of this endpoint, then close."""
+        self.outq.clear()
+        key = self.fault.get("error_key", "message")
+        if self.timestamps:
+            self.send_event({"event": "error", key: message})
+        else:
+            self.send_event({"event": "finish", "reason": "error", "message": message})
+            self.note(finish={"reason": "error", "message": message})
+        self.add("errors_sent", message)
+        self.close_after_finish(normal=False)
+
+    # --- audio ---------------------------------------------------------------------
+
+    def synthesize(self):
+        text, self.buffer = self.buffer, ""
+        if not text.strip():
+            return                                 # nothing to say, nothing sent
+        p = self.params
+        fmt, rate = p["format"], p["sample_rate"]
+        duration = max(0.2, 0.05 * len(text))      # as make_audio: grows with the text
+        _, pieces = make_audio(fmt, text, rate, p["mp3_bitrate"])
+        audio = b"".join(pieces)
+        size = self.chunk_size
+        if self.audio_delay > 0:
+            self.outq.append(("wait", self.audio_delay))
+        seq, offset = self.chunk_seq, round(self.offset, 6)
+        full = word_alignment(text, duration, closed=False)
+        shown = -1
+        for start in range(0, len(audio), size):
+            piece = audio[start:start + size]
+            extras = None
+            if self.timestamps:
+                # Cumulative snapshot of the words whose audio has begun by the
+                # end of this piece; None (unchanged) when no word was added.
+                covered = duration * (start + len(piece)) / len(audio)
+                words = [s for s in full if s["start"] < covered]
+                if start + size >= len(audio):
+                    words = full
+                alignment = None
+                if len(words) != shown:
+                    shown = len(words)
+                    alignment = {"audio_duration": round(duration, 3), "segments": words}
+                extras = {"content": text, "alignment": alignment, "chunk_seq": seq,
+                          "chunk_audio_offset_sec": offset}
+            self.outq.append(("audio", piece, extras))
+        if self.timestamps and self.fault.get("alignment_fix"):
+            # An audio event with no audio that only corrects the alignment
+            # (live-tts.md §1.1): clients must not take it for the end.
+            self.outq.append(("audio", b"", {
+                "content": text,
+                "alignment": {"audio_duration": round(duration, 3),
+                              "segments": word_alignment(text, duration, closed=True)},
+                "chunk_seq": seq, "chunk_audio_offset_sec": offset}))
+        self.chunk_seq += 1
+        self.offset += duration
+
+    # --- sending -----------------------------------------------------------------------
+
+    def pump(self):
+        """Send queued items whose time has come."""
+        while self.outq and not self.over:
+            if self.conn.state is not WSState.OPEN:
+                self.outq.clear()
+                return
+            now = time.monotonic()
+            if self.resume_at > now:
+                return
+            item = self.outq[0]
+            if item[0] in ("audio", "finish") and self.strikes \
+                    and self.record["audio_events"] >= self.after_audio:
+                self.strike(self.strikes.pop(0))
+                continue
+            self.outq.popleft()
+            if item[0] == "wait":
+                self.resume_at = now + item[1]
+            elif item[0] == "audio":
+                self.send_audio(item[1], item[2])
+            elif item[0] == "finish":
+                self.send_event({"event": "finish", "reason": "stop"})
+                self.note(finish={"reason": "stop"})
+                self.close_after_finish(normal=True)
+
+    def strike(self, kind):
+        f = self.fault
+        if kind == "stall":
+            if f.get("stall_mid_frame"):
+                self.stall_mid_frame = float(f["stall"])   # the next message stalls inside
+            else:
+                self.resume_at = time.monotonic() + float(f["stall"])
+            self.note(stalled=True)
+        elif kind == "drop":
+            self.drop(f["drop"])
+        elif kind == "finish_error":
+            self.outq.clear()
+            self.send_event({"event": "finish", "reason": "error", "message": f["finish_error"]})
+            self.note(finish={"reason": "error", "message": f["finish_error"]})
+            self.close_after_finish(normal=False)
+        elif kind == "error_event":
+            self.outq.clear()
+            self.send_event({"event": "error", f.get("error_key", "message"): f["error_event"]})
+            self.add("errors_sent", f["error_event"])
+            self.close_after_finish(normal=False)
+
+    def drop(self, how):
+        """Hang up mid-stream with no close frame: FIN, or RST."""
+        self.outq.clear()
+        self.over = True
+        if how == "rst":
+            # An RST makes the peer's kernel discard unread data; give it a
+            # moment to read what was sent, as the HTTP mid_body fault does.
+            time.sleep(0.1)
+            self.handler.abort_rst()
+        else:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.note(end="dropped (%s)" % how)
+
+    def send_audio(self, piece, extras):
+        for kind in self.before_first:
+            if kind == "oversized":
+                # One audio event whose whole message is exactly N bytes.
+                want = int(self.fault["oversized"])
+                n = max(0, want - len(msgpack.packb({"event": "audio", "audio": b""})))
+                while n > 0 and len(msgpack.packb({"event": "audio", "audio": bytes(n)})) > want:
+                    n -= 1
+                self.send_message(msgpack.packb({"event": "audio", "audio": bytes(n)}))
+            elif kind == "text_frame":
+                # Text frames carry no events here; clients must ignore them.
+                self.conn.send_text(self.fault["text_frame"].encode("utf-8"))
+                self.flush()
+            else:
+                self.send_event(self.fault["send_event"])
+        self.before_first = []
+        msg = {"event": "audio", "audio": piece}
+        if extras is not None:
+            msg.update(extras)
+            msg["time"] = int((time.monotonic() - self.t0) * 1000)
+        ping = self.pings_left > 0
+        if ping:
+            self.pings_left -= 1
+        self.send_message(msgpack.packb(msg, use_bin_type=True), ping=ping)
+        with self.state.lock:
+            self.record["audio_events"] += 1
+            self.record["audio_bytes"] += len(piece)
+
+    def send_event(self, event):
+        self.send_message(msgpack.packb(event, use_bin_type=True))
+
+    def send_message(self, data, ping=False):
+        """One binary message; fragmented into continuation frames of N bytes
+        under a `fragment` fault, with a ping between the first two fragments
+        when one is due (control frames may sit inside a fragmented message)."""
+        conn, frag = self.conn, self.fault.get("fragment")
+        payload = None
+        if ping:
+            self.ping_seq += 1
+            payload = b"fish-ping-%d" % self.ping_seq
+            self.add("pings_sent", payload.decode("ascii"))
+        if frag and len(data) > frag:
+            parts = [data[i:i + frag] for i in range(0, len(data), frag)]
+            conn.send_binary(parts[0], fin=False)
+            if payload is not None:
+                conn.send_ping(payload)
+            for i, part in enumerate(parts[1:], 2):
+                conn.send_continuation(part, fin=i == len(parts))
+        else:
+            if payload is not None:
+                conn.send_ping(payload)
+            conn.send_binary(data)
+        stall = getattr(self, "stall_mid_frame", None)
+        if stall is None:
+            self.flush()
+            return
+        # Write half of the library's bytes for this message, then stall with
+        # the socket open: the client sits inside an unfinished frame.
+        self.stall_mid_frame = None
+        out = b"".join(self.conn.data_to_send())
+        half = len(out) // 2
+        self.sock.sendall(out[:half])
+        held = bytearray()
+        deadline = time.monotonic() + stall
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, _, _ = select.select([self.sock], [], [], left)
+            if ready:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    self.eof = True                # the client gave up: stop here
+                    self.over = True
+                    self.note(end="client hung up during a mid-frame stall")
+                    return
+                held += chunk                      # read after the frame is complete
+        self.sock.sendall(out[half:])
+        if held:
+            self.feed(bytes(held))
+
+    def close_after_finish(self, normal):
+        """After finish (or an error event): close the way the fault says."""
+        self.outq.clear()
+        if normal and self.fault.get("keep_open"):
+            # Another start may follow on this socket (live-tts.md §1.1).
+            self.started, self.stopping, self.params = False, False, None
+            return
+        self.stopping = True
+        if self.fault.get("no_close_frame"):
+            # What the real server often does (live-tts.md §1.4): finish,
+            # then a plain TCP close (FIN) with no close frame.
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.over = True
+            self.note(end="closed without a close frame")
+            return
+        code = int(self.fault.get("close_code", 1000))
+        reason = self.fault.get("close_reason", "")
+        self.conn.send_close(code, reason)
+        self.flush()
+        self.note(server_close={"code": code, "reason": reason})
+        self.closing_deadline = time.monotonic() + LIVE_CLOSE_WAIT
 
 
 # ---------------------------------------------------------------------------
