@@ -643,12 +643,17 @@ function live.open(state, args)
   }, Session)
   active[session] = true
   state:_track(session)
-  if args.cancel then args.cancel:watch(session) end
   session:emit(live_protocol.start(request))
-  session:connect()
   local handle = public_handle(session)
+  if args.cancel then
+    if args.cancel.canceled then
+      session:cancel_with("the call was canceled")
+      return handle
+    end
+    args.cancel:watch(session)
+  end
+  session:connect()
   if args.text ~= nil then handle.send(args.text) end
-  if args.cancel and args.cancel.canceled then session:cancel_with("the call was canceled") end
   return handle
 end
 

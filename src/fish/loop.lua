@@ -348,7 +348,11 @@ function loop.step(timeout, budget)
   tasks.deliver_errors() -- the ones a previous call left queued
   local due = pump()
   local ran = run_pass(budget)
-  if live_step then due = earliest(due, live_step(core.now())) end
+  if live_step then
+    local live_due, delivered = live_step(core.now())
+    due = earliest(due, live_due)
+    ran = ran + delivered
+  end
   if ran == 0 and timeout > 0 and tasks.queued() == 0 then
     local now = core.now()
     due = earliest(due, tasks.next_timer())
