@@ -176,7 +176,7 @@ function fish.convert(args) end
 ---@field extra table<string, any>? fields the API adds later; sent after the known ones, sorted by key
 ---@field model string|false|nil the `model` header for this session; `false` sends none
 ---@field on_audio fun(bytes: string, info: fish.LiveAudio)? each block of audio, as it arrives
----@field on_alignment fun(words: fish.Word[], info: fish.LiveAlignment)? each new word-timing snapshot (needs `timestamps`)
+---@field on_alignment fun(words: fish.Word[], info: fish.LiveAlignment)? each new timing snapshot (needs `timestamps`)
 ---@field timestamps boolean? use `/v1/tts/live/with-timestamp`: word timings in `info.alignment` and `on_alignment`
 ---@field auto_flush boolean? flush after each sentence end (`.` `!` `?` before a space, `。` `！` `？`, a newline)
 ---@field out string? write all the audio into this file: written beside it, renamed over it when the session finishes
