@@ -7,9 +7,11 @@
 
 #include "compat.h"
 #include "engine.h"
+#include "live.h"
 #include "lmsgpack.h"
 #include "platform.h"
 #include "request.h"
+#include "ws_test.h"
 
 #define FISH_CORE_VERSION "0.1.0"
 
@@ -93,6 +95,8 @@ int fish_core_open(lua_State *L) {
     fish_open_request(L);
     fish_open_engine(L);
     fish_open_msgpack(L);
+    fish_live_open(L);
+    fish_ws_test_open(L);
     return 1;
 }
 

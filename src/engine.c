@@ -3,7 +3,11 @@
  * an idle process sleeps), `timeout` tells a host loop when to come back. */
 #include "engine.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "class.h"
+#include "live.h"
 #include "platform.h"
 
 static fish_engine *check_engine(lua_State *L, int idx) {
@@ -31,6 +35,7 @@ static int engine_new(lua_State *L) {
     fish_engine *e = lua_newuserdata(L, sizeof *e);
     e->multi = NULL;
     e->running = NULL;
+    e->live = NULL;
     e->next_id = 0;
     e->closed = 1;
     luaL_getmetatable(L, FISH_ENGINE_MT);
@@ -65,11 +70,40 @@ static int engine_add(lua_State *L) {
     return 1;
 }
 
-/* e:perform(finished) -> running count. Appends the id of every request that
- * finished during this step to the table `finished`. */
+/* e:add_live(socket) -> id, from the requests' id space. The socket starts
+ * connecting inside the multi handle; like a request it holds the engine
+ * through its uservalue. */
+static int engine_add_live(lua_State *L) {
+    fish_engine *e = check_engine(L, 1);
+    fish_live *s = fish_live_check(L, 2);
+    if (s->engine || s->state != LIVE_CONNECTING || !s->easy)
+        return luaL_argerror(L, 2, "live socket was already started");
+    CURLMcode rc = curl_multi_add_handle(e->multi, s->easy);
+    if (rc != CURLM_OK) return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(rc));
+    lua_newtable(L);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_setuservalue(L, 2);
+    fish_live_attach(s, e, ++e->next_id);
+    lua_pushinteger(L, s->id);
+    return 1;
+}
+
+static fish_live *live_of(fish_engine *e, CURL *easy) {
+    for (fish_live *s = e->live; s; s = s->next)
+        if (s->easy == easy) return s;
+    return NULL;
+}
+
+/* e:perform(finished [, changed]) -> running count. Appends the id of every request that
+ * finished during this step to the table `finished`, and the id of every
+ * live socket that got messages or changed state to `changed`. The count
+ * is of requests only: live sockets still connecting are left out. */
 static int engine_perform(lua_State *L) {
     fish_engine *e = check_engine(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
+    int has_changed = !lua_isnoneornil(L, 3);
+    if (has_changed) luaL_checktype(L, 3, LUA_TTABLE);
     int running = 0;
     CURLMcode rc = curl_multi_perform(e->multi, &running);
     if (rc != CURLM_OK) return luaL_error(L, "curl_multi_perform: %s", curl_multi_strerror(rc));
@@ -80,6 +114,13 @@ static int engine_perform(lua_State *L) {
         if (msg->msg != CURLMSG_DONE) continue;
         fish_request *r = NULL;
         CURLcode result = msg->data.result;
+        /* For a live socket, done means connected: its handle stays in the
+         * multi, which owns the connection until the socket closes. */
+        fish_live *s = live_of(e, msg->easy_handle);
+        if (s) {
+            fish_live_connected(s, result);
+            continue;
+        }
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
         /* msg is invalid once the handle is removed: read it first. */
         fish_engine_detach(r);
@@ -87,7 +128,17 @@ static int engine_perform(lua_State *L) {
         lua_pushinteger(L, r->id);
         lua_rawseti(L, 2, ++n);
     }
-    lua_pushinteger(L, running);
+    int changed = has_changed ? (int)lua_rawlen(L, 3) : 0;
+    fish_live *next;
+    for (fish_live *s = e->live; s; s = next) {
+        next = s->next;
+        if (s->state == LIVE_CONNECTING && s->in_multi) running--;
+        if (fish_live_step(s) && has_changed) {
+            lua_pushinteger(L, s->id);
+            lua_rawseti(L, 3, ++changed);
+        }
+    }
+    lua_pushinteger(L, running > 0 ? running : 0);
     return 1;
 }
 
@@ -99,7 +150,29 @@ static int engine_poll(lua_State *L) {
     /* NaN fails every comparison below and would reach the conversion. */
     if (seconds != seconds) return luaL_argerror(L, 2, "timeout is NaN");
     int ms = seconds <= 0 ? 0 : seconds > 3600 ? 3600000 : (int)(seconds * 1000 + 0.5);
-    CURLMcode rc = curl_multi_poll(e->multi, NULL, 0, ms, NULL);
+    /* Live sockets are watched beside libcurl's own sockets. */
+    struct curl_waitfd few[8], *fds = few;
+    unsigned n = 0, cap = 8;
+    for (fish_live *s = e->live; s; s = s->next) {
+        curl_socket_t fd;
+        int events = fish_live_wait(s, &fd);
+        if (events < 0) ms = 0; /* it has bytes to read already */
+        if (events <= 0) continue;
+        if (n == cap) {
+            struct curl_waitfd *grown = malloc(sizeof *grown * cap * 2);
+            if (!grown) break; /* the rest are still stepped, only later */
+            memcpy(grown, fds, sizeof *fds * n);
+            if (fds != few) free(fds);
+            fds = grown;
+            cap *= 2;
+        }
+        fds[n].fd = fd;
+        fds[n].events = (short)events;
+        fds[n].revents = 0;
+        n++;
+    }
+    CURLMcode rc = curl_multi_poll(e->multi, n ? fds : NULL, n, ms, NULL);
+    if (fds != few) free(fds);
     if (rc != CURLM_OK) return luaL_error(L, "curl_multi_poll: %s", curl_multi_strerror(rc));
     return 0;
 }
@@ -123,6 +196,16 @@ static int engine_count(lua_State *L) {
     return 1;
 }
 
+/* e:live_count() -> how many live sockets in this engine are not closed. */
+static int engine_live_count(lua_State *L) {
+    fish_engine *e = check_engine(L, 1);
+    lua_Integer n = 0;
+    for (fish_live *s = e->live; s; s = s->next)
+        if (s->state != LIVE_CLOSED) n++;
+    lua_pushinteger(L, n);
+    return 1;
+}
+
 static int engine_wakeup(lua_State *L) {
     curl_multi_wakeup(check_engine(L, 1)->multi);
     return 0;
@@ -138,6 +221,7 @@ static int engine_close(lua_State *L) {
         fish_engine_detach(r);
         fish_request_finish(r, CURLE_ABORTED_BY_CALLBACK, 1);
     }
+    while (e->live) fish_live_engine_closed(e->live);
     curl_multi_cleanup(e->multi);
     e->multi = NULL;
     e->closed = 1;
@@ -154,6 +238,7 @@ int fish_open_engine(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"add", engine_add},       {"perform", engine_perform}, {"poll", engine_poll},
         {"timeout", engine_timeout}, {"wakeup", engine_wakeup}, {"count", engine_count},
+        {"add_live", engine_add_live}, {"live_count", engine_live_count},
         {NULL, NULL},
     };
     fish_class_register(L, FISH_ENGINE_MT, methods, engine_close, engine_tostring);

@@ -10,9 +10,12 @@
 
 #define FISH_ENGINE_MT "fish.engine"
 
+struct fish_live;
+
 typedef struct fish_engine {
     CURLM *multi;
     fish_request *running; /* doubly linked list of attached requests */
+    struct fish_live *live; /* live sockets added and not yet closed (live.c links them) */
     lua_Integer next_id;
     int closed;
 } fish_engine;

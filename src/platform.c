@@ -12,8 +12,13 @@
 #include <io.h>
 #include <process.h>
 #include <windows.h>
+/* After windows.h: */
+#include <ntsecapi.h>
 #else
 #include <pthread.h>
+#ifdef __linux__
+#include <sys/random.h>
+#endif
 #include <time.h>
 #include <unistd.h>
 #endif
@@ -98,6 +103,18 @@ double fish_now(void) {
     QueryPerformanceCounter(&count);
     QueryPerformanceFrequency(&freq);
     return (double)count.QuadPart / (double)freq.QuadPart;
+}
+
+/* RtlGenRandom (advapi32, which every Windows program links) is the CSPRNG
+ * that needs no provider handle. */
+int fish_random_bytes(void *out, size_t n) {
+    while (n > 0) {
+        ULONG chunk = n > 0x10000 ? 0x10000 : (ULONG)n;
+        if (!RtlGenRandom(out, chunk)) return EIO;
+        out = (unsigned char *)out + chunk;
+        n -= chunk;
+    }
+    return 0;
 }
 
 #else /* POSIX */
@@ -191,6 +208,40 @@ double fish_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The kernel's CSPRNG: getrandom(2) on Linux (no descriptor, works in a
+ * chroot), else /dev/urandom. */
+int fish_random_bytes(void *out, size_t n) {
+    unsigned char *p = out;
+#ifdef __linux__
+    while (n > 0) {
+        ssize_t got = getrandom(p, n, 0);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            if (errno == ENOSYS) break; /* a kernel before 3.17 */
+            return errno;
+        }
+        p += got;
+        n -= (size_t)got;
+    }
+    if (n == 0) return 0;
+#endif
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    while (n > 0) {
+        ssize_t got = read(fd, p, n);
+        if (got <= 0) {
+            if (got < 0 && errno == EINTR) continue;
+            int err = got < 0 ? errno : EIO;
+            close(fd);
+            return err;
+        }
+        p += got;
+        n -= (size_t)got;
+    }
+    close(fd);
+    return 0;
 }
 
 #endif

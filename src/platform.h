@@ -7,6 +7,7 @@
 #ifndef FISH_PLATFORM_H
 #define FISH_PLATFORM_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -76,5 +77,9 @@ long fish_process_id(void);
 /* Monotonic time in seconds. Timeouts and deadlines use it, never the wall
  * clock, so a clock change cannot fire or starve a timeout. */
 double fish_now(void);
+
+/* Fill out with n bytes from the OS's CSPRNG (WebSocket mask keys and
+ * handshake nonces must be unpredictable). Returns 0 or an errno value. */
+int fish_random_bytes(void *out, size_t n);
 
 #endif
