@@ -54,6 +54,7 @@ end
 
 function server:stop()
   if not self.pid then return end
+  self:close_live_probe()
   os.execute("kill " .. self.pid .. " 2>/dev/null")
   self.pipe:close()
   os.remove(self.log)
@@ -86,6 +87,91 @@ function server:requests() return self:control("GET", "/_test/requests") end
 function server:stats() return self:control("GET", "/_test/stats") end
 function server:config(settings) return self:control("POST", "/_test/config", settings) end
 function server:fail_voice(id) return self:control("POST", "/_test/voices/" .. id .. "/fail", {}) end
+
+-- The recorded live TTS sessions (WebSocket), oldest first. `opts.path` keeps
+-- one endpoint's; `opts.wait` (seconds, default 2) first waits until no
+-- session is still running, so the client's close code is in.
+function server:live_sessions(opts)
+  opts = opts or {}
+  local q = "?wait=" .. (opts.wait or 2)
+  if opts.path then q = q .. "&path=" .. opts.path end
+  return self:control("GET", "/_test/live" .. q)
+end
+
+-- Run spec/support/live_probe.py (a python3-websockets client) with a script
+-- table (see that file); returns its decoded JSON result. `url` defaults to
+-- this server's /v1/tts/live (or `script.path`), with this server's key in
+-- Authorization. After server:open_live_probe() the scripts go to one
+-- long-running probe process instead of a new one each.
+server.PROBE = ROOT .. "/spec/support/live_probe.py"
+
+local function probe_json(self, script)
+  local function fill(s)
+    s.url = s.url or ("ws://127.0.0.1:" .. self.port .. (s.path or "/v1/tts/live"))
+    s.path = nil
+    if s.headers == nil then s.headers = { Authorization = "Bearer " .. self.api_key } end
+  end
+  if script.parallel then
+    for _, s in ipairs(script.parallel) do fill(s) end
+  else
+    fill(script)
+  end
+  return cjson.encode(script)
+end
+
+function server:open_live_probe()
+  if self.prober then return end
+  local fifo = os.tmpname()
+  os.remove(fifo)
+  assert(os.execute("mkfifo " .. shell_quote(fifo)))
+  local out = assert(io.popen(("env -u LD_PRELOAD %s %s --serve %s"):format(
+    server.PYTHON, shell_quote(server.PROBE), shell_quote(fifo)), "r"))
+  local input = assert(io.open(fifo, "w")) -- blocks until the probe opens its end
+  self.prober = { fifo = fifo, out = out, input = input }
+end
+
+function server:close_live_probe()
+  local p = self.prober
+  if not p then return end
+  self.prober = nil
+  p.input:close() -- EOF: the probe exits
+  p.out:close()
+  os.remove(p.fifo)
+end
+
+-- Send a script to the open probe; server:live_probe_result() reads its
+-- answer. Between the two, a spec can look at the server while it runs.
+function server:live_probe_send(script)
+  assert(self.prober, "server:open_live_probe() first")
+  self.prober.input:write(probe_json(self, script), "\n")
+  self.prober.input:flush()
+end
+
+function server:live_probe_result()
+  local line = self.prober.out:read("*l")
+  local ok, decoded = pcall(cjson.decode, line or "")
+  if not ok then error("live probe answered: " .. tostring(line)) end
+  return decoded
+end
+
+function server:live_probe(script)
+  if self.prober then
+    self:live_probe_send(script)
+    return self:live_probe_result()
+  end
+  local tmp = os.tmpname()
+  local f = assert(io.open(tmp, "wb"))
+  f:write(probe_json(self, script))
+  f:close()
+  local pipe = assert(io.popen(("env -u LD_PRELOAD %s %s < %s"):format(
+    server.PYTHON, shell_quote(server.PROBE), shell_quote(tmp)), "r"))
+  local out = pipe:read("*a")
+  pipe:close()
+  os.remove(tmp)
+  local ok, decoded = pcall(cjson.decode, out)
+  if not ok then error("live probe answered: " .. out) end
+  return decoded
+end
 
 -- Queue a fault: server:fault("/v1/tts", { status = 500 }, { times = 2 })
 function server:fault(path, fault, opts)
