@@ -533,6 +533,26 @@ describe("fish.live", function()
       assert.is_true(got >= 1)
     end)
 
+    it("retries a 503 handshake with the client's back-off", function()
+      srv:fault("/v1/tts/live", { status = 503 })
+      local s = client.live({ retries = 1, on_audio = function() end })
+      s.send("x")
+      assert.is_true(s.finish())
+      assert.equal(2, #srv:requests_for("GET", "/v1/tts/live"))
+    end)
+
+    it("reads fragmented messages with pings inside, and ignores text frames and unknown events", function()
+      srv:fault("/v1/tts/live", { fragment = 100, ping = 3, text_frame = "hello",
+        send_event = { event = "log", message = "ignored" }, audio_chunk = 1000 })
+      local on_audio, blocks = collector()
+      local s = client.live({ on_audio = on_audio })
+      s.send("Fragments and pings.")
+      assert.is_true(s.finish())
+      local record = sessions()[1]
+      assert.equal(record.audio_bytes, #table.concat(blocks))
+      assert.equal(3, #record.pongs)
+    end)
+
     it("takes a close with no close frame after finish as success", function()
       srv:fault("/v1/tts/live", { no_close_frame = true })
       local s = client.live({ on_audio = function() end })
