@@ -571,25 +571,17 @@ function live.open(state, args)
   local max_message = DEFAULT_MAX_MESSAGE
   if args.max_message ~= nil then max_message = util.check_byte_count(FN, "max_message", args.max_message) end
 
-  -- The call's retries and limits: the client's, overridden by the call.
-  local retries = state.retries
-  if args.retries ~= nil then
-    local r = args.retries
-    if not util.is_integer(r) or r < 0 or r > 100 then
-      util.raise(("%s: option 'retries' must be a whole number from 0 to 100, got %s"):format(FN, tostring(r)))
-    end
-    retries = r
-  end
-  if args.cancel ~= nil and not loop.is_token(args.cancel) then
-    util.raise(FN .. ": option 'cancel' must be a fish.cancel_token()")
-  end
-  local limits = { connect = state.limits.connect or nil, first_audio = state.limits.first_byte or nil,
-    idle = state.limits.idle or nil }
-  if args.connect_timeout ~= nil then limits.connect = check_limit("connect_timeout", args.connect_timeout) end
+  -- The call's retries, token and limits: the client's, overridden by the
+  -- call, checked by the code that checks every call's. first_audio is
+  -- this call's first byte; the HTTP-only total limit has no meaning here.
+  local retries, token, call_limits = state:call_settings({
+    retries = args.retries, cancel = args.cancel,
+    connect_timeout = args.connect_timeout, idle_timeout = args.idle_timeout,
+  }, FN)
+  local limits = { connect = call_limits.connect, first_audio = call_limits.first_byte, idle = call_limits.idle }
   if args.first_audio_timeout ~= nil then
     limits.first_audio = check_limit("first_audio_timeout", args.first_audio_timeout)
   end
-  if args.idle_timeout ~= nil then limits.idle = check_limit("idle_timeout", args.idle_timeout) end
 
   local api_key = state.api_key
   if args.api_key ~= nil then
@@ -645,12 +637,12 @@ function live.open(state, args)
   state:_track(session)
   session:emit(live_protocol.start(request))
   local handle = public_handle(session)
-  if args.cancel then
-    if args.cancel.canceled then
+  if token then
+    if token.canceled then
       session:cancel_with("the call was canceled")
       return handle
     end
-    args.cancel:watch(session)
+    token:watch(session)
   end
   session:connect()
   if args.text ~= nil then handle.send(args.text) end
