@@ -285,6 +285,22 @@ describe("fish.live", function()
       assert.is_true(s.finish())
     end)
 
+    it("waits through the client's pause function, as a host loop's sleep", function()
+      local pauses = 0
+      local paused = fish.new({ api_key = srv.api_key, base_url = srv.url, pause = function(seconds)
+        pauses = pauses + 1
+        local till = os.clock() + seconds
+        repeat until os.clock() >= till
+      end })
+      local on_audio, blocks = collector()
+      local s = paused.live({ on_audio = on_audio })
+      s.send("Paused host.")
+      assert.is_true(s.finish())
+      paused.close()
+      assert.is_true(pauses > 0)
+      assert.is_true(#blocks > 0)
+    end)
+
     it("runs several blocking sessions side by side", function()
       local list = {}
       for i = 1, 3 do
