@@ -314,7 +314,10 @@ function Session:next_due()
   if limits.first_audio and self.owed_at and not self.first_audio_at then
     due = self.owed_at + limits.first_audio
   end
-  if limits.idle and self.phase == "stopping" and (self.first_audio_at or not limits.first_audio) then
+  -- After stop, the idle limit watches the server, unless the first-audio
+  -- limit already does (audio is owed and none has come).
+  local first_audio_watches = limits.first_audio and self.owed_at and not self.first_audio_at
+  if limits.idle and self.phase == "stopping" and not first_audio_watches then
     local since = math.max(self.stop_at, self.last_message_at or 0)
     local t = since + limits.idle
     if not due or t < due then due = t end
@@ -418,8 +421,12 @@ function Session:check_input(fn)
   return true
 end
 
+-- From the first flush (or stop) after some words were sent, audio is
+-- owed: the first-audio limit starts. A flush of nothing, or of white
+-- space, brings no audio, so it starts nothing: a session that waits for
+-- its first words must not time out.
 function Session:owe_audio()
-  if not self.owed_at then self.owed_at = core.now() end
+  if self.has_words and not self.owed_at then self.owed_at = core.now() end
 end
 
 function Session:send(text)
@@ -429,6 +436,7 @@ function Session:send(text)
   local ok, message, err = self:check_input(fn)
   if not ok then return ok, message, err end
   if text == "" then return true end
+  if not self.has_words and text:find("%S") then self.has_words = true end
   if not self.auto_flush then
     self:emit(live_protocol.text(text))
     return true
