@@ -569,6 +569,20 @@ describe("fish.live", function()
       assert.equal(3, #record.pongs)
     end)
 
+    it("lets text be sent after the engine saw the socket close, reporting the close at finish", function()
+      srv:fault("/v1/tts/live", { drop = "fin", after_audio = 1 })
+      local on_audio, blocks = collector()
+      local s = client.live({ on_audio = on_audio })
+      s.send(("many words "):rep(30))
+      s.flush()
+      fish.sleep(0.5) -- the engine moves: audio, then the close, arrive unseen
+      assert.is_true(s.send("more"))
+      assert.is_true(s.flush())
+      local _, err = failure(s)
+      assert.equal("network", err.kind)
+      assert.is_true(#blocks >= 1) -- what came before the close was delivered
+    end)
+
     it("takes a close with no close frame after finish as success", function()
       srv:fault("/v1/tts/live", { no_close_frame = true })
       local s = client.live({ on_audio = function() end })

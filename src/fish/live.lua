@@ -157,9 +157,13 @@ end
 
 -- Queue one event for the server. Until the socket is open each is also
 -- kept, so a retry can replay the session from its start.
+-- A socket the engine has seen close takes nothing more: the message is
+-- dropped, and the session learns of the close at its next advance (which
+-- first delivers what came before it).
 function Session:emit(message)
   if self.log then self.log[#self.log + 1] = message end
-  if self.sock then self.sock:send(message) end
+  local sock = self.sock
+  if sock and sock:state() ~= "closed" then sock:send(message) end
 end
 
 -- The engine has news on our socket (called from the pump: no callbacks).
