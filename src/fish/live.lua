@@ -151,6 +151,7 @@ function Session:connect()
   self.attempts = self.attempts + 1
   self.sock = sock
   self.retry_at = nil
+  self.connect_at = core.now()
   for _, message in ipairs(self.log) do sock:send(message) end
   loop.add_live(sock, self)
 end
@@ -220,19 +221,21 @@ end
 -- The socket closed or failed: retry, or end the session.
 function Session:socket_ended()
   local kind, message = self.sock:failure()
-  if not self.opened then
-    local err, safe = self:refusal(kind, message)
-    err.attempts = self.attempts
-    if safe and self.attempts <= self.retries then
-      self.sock:close()
-      self.sock = nil
-      self.retry_at = core.now() + (err.retry_after or http._backoff(self.attempts))
-      self.last_refusal = err
-      return
-    end
-    return self:finish_with(err)
-  end
+  if not self.opened then return self:retry_or_fail(self:refusal(kind, message)) end
   return self:finish_with(self:broken(kind, message))
+end
+
+-- The socket never opened: try again if that is safe and retries are left
+-- (after Retry-After, else the client's back-off), or end with `err`.
+function Session:retry_or_fail(err, safe)
+  err.attempts = self.attempts
+  if safe and self.attempts <= self.retries then
+    self.sock:close()
+    self.sock = nil
+    self.retry_at = core.now() + (err.retry_after or http._backoff(self.attempts))
+    return
+  end
+  return self:finish_with(err)
 end
 
 -- ---- what the server sends ---------------------------------------------------------
@@ -315,8 +318,12 @@ function Session:next_due()
   if self.retry_at then return self.retry_at end
   local due
   local limits = self.limits
+  -- libcurl's connect timeout ends with the TCP and TLS connection; the
+  -- Upgrade's answer is waited for here, under the same limit.
+  if limits.connect and not self.opened then due = self.connect_at + limits.connect end
   if limits.first_audio and self.owed_at and not self.first_audio_at then
-    due = self.owed_at + limits.first_audio
+    local t = self.owed_at + limits.first_audio
+    if not due or t < due then due = t end
   end
   -- After stop, the idle limit watches the server, unless the first-audio
   -- limit already does (audio is owed and none has come).
@@ -335,6 +342,10 @@ function Session:check_timers(now)
     return
   end
   local limits = self.limits
+  if limits.connect and not self.opened and now >= self.connect_at + limits.connect then
+    return self:retry_or_fail(errors.new({ kind = "timeout", timeout = "connect",
+      message = TIMEOUT_MESSAGES.connect:format(limits.connect) }), true)
+  end
   if limits.first_audio and self.owed_at and not self.first_audio_at and now >= self.owed_at + limits.first_audio then
     return self:finish_with(errors.new({ kind = "timeout", timeout = "first_audio",
       message = TIMEOUT_MESSAGES.first_audio:format(limits.first_audio) }))
