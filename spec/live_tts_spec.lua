@@ -361,6 +361,34 @@ describe("fish.live", function()
       assert.equal(seen, yielded)
     end)
 
+    it("iterates in one task while another task sends and finishes", function()
+      local s = client.live({ format = "pcm" })
+      local bytes, last, finished = 0, nil, nil
+      fish.spawn(function()
+        -- Not `for ev in s.events()`: PUC Lua 5.1 cannot suspend a task
+        -- from inside a for loop's iterator; a call of our own can.
+        local next_event = s.events()
+        while true do
+          local ev = next_event()
+          if not ev then break end
+          last = ev.type
+          if ev.type == "audio" then bytes = bytes + #ev.audio end
+        end
+      end)
+      fish.spawn(function()
+        for _, piece in ipairs({ "One sentence. ", "And another one." }) do
+          s.send(piece)
+          s.flush()
+          fish.sleep(0.02)
+        end
+        finished = s.finish()
+      end)
+      fish.run()
+      assert.is_true(finished)
+      assert.equal("finish", last)
+      assert.equal(sessions()[1].audio_bytes, bytes)
+    end)
+
     it("ends with an error event when the session fails", function()
       srv:fault("/v1/tts/live", { finish_error = "no voice" })
       local s = client.live({})

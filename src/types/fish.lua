@@ -660,6 +660,8 @@ function LiveSession.cancel() end
 -- step waits (blocking, or suspending its task). Call `stop()` first, or send and finish from
 -- another task. Without `on_audio` the events are kept from the start; with it, `on_audio` is
 -- still called for each block and the iterator sees the events from its first call on.
+-- PUC Lua 5.1 cannot suspend a task from inside a `for` loop's iterator: in a task there, call
+-- the iterator yourself (`local next_event = session.events()`, then `next_event()`).
 ---@return fun():fish.LiveEvent? iterator the next event on each call, then nil
 function LiveSession.events() end
 
