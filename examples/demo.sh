@@ -23,7 +23,7 @@ else
   echo "demo: using ${FISH_BASE_URL:-https://api.fish.audio}"
 fi
 
-for example in oneshot persistent; do
+for example in oneshot persistent live; do
   [ -f "examples/$example.lua" ] || continue
   ext=mp3
   "$LUA" "examples/$example.lua" "$OUT/$example.$ext"

@@ -240,7 +240,7 @@ local function call_with(fn, def, index, options)
 end
 
 describe("the definition file (src/types/fish.lua)", function()
-  local defs, client, task, token
+  local defs, client, task, token, session
 
   setup(function()
     defs = parse(read(DEFINITIONS))
@@ -248,9 +248,12 @@ describe("the definition file (src/types/fish.lua)", function()
     task = fish.spawn(function() end)
     fish.run()
     token = fish.cancel_token()
+    -- A live session to nowhere (port 1): never opens, which is all a walk needs.
+    session = client.live({})
   end)
 
   teardown(function()
+    session.cancel()
     client.close()
   end)
 
@@ -260,6 +263,7 @@ describe("the definition file (src/types/fish.lua)", function()
     check_object(defs, "client", client, "fish.Client", false, problems, found)
     check_object(defs, "task", task, "fish.Task", true, problems, found)
     check_object(defs, "token", token, "fish.CancelToken", true, problems, found)
+    check_object(defs, "session", session, "fish.LiveSession", false, problems, found)
     return problems, found
   end
 
@@ -268,7 +272,7 @@ describe("the definition file (src/types/fish.lua)", function()
     assert.are.same({}, problems)
     -- The walk reached the whole API, not just its top.
     for _, name in ipairs({ "fish.new", "fish.convert", "fish.voices.wait_trained", "client.asr.transcribe",
-      "client.account.package", "client.close", "task:wait", "token:cancel" }) do
+      "client.account.package", "client.close", "task:wait", "token:cancel", "client.live", "session.finish" }) do
       assert.is_table(found[name], name)
     end
   end)

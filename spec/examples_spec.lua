@@ -59,6 +59,22 @@ describe("examples", function()
     assert.is_true(size_of(dir .. "/task-2.mp3") > 0)
   end)
 
+  it("live.lua streams a paragraph sentence by sentence and writes the audio", function()
+    local ok, out = run(srv, "live.lua", dir .. "/live.mp3")
+    assert.is_true(ok, out)
+    local bytes = tonumber(out:match("live: wrote .*live%.mp3 %((%d+) bytes in %d+ blocks%)"))
+    assert.is_true(bytes and bytes > 0, out)
+    assert.equal(bytes, size_of(dir .. "/live.mp3"))
+    -- Each sentence was flushed as soon as it was complete.
+    local record = srv:control("GET", "/_test/live?wait=5")[1]
+    local flushes = 0
+    for _, event in ipairs(record.events) do
+      if event.event == "flush" then flushes = flushes + 1 end
+    end
+    assert.equal(3, flushes)
+    assert.equal("stop", record.events[#record.events].event)
+  end)
+
   it("game_loop.lua speaks while the frame loop keeps running", function()
     srv:config({ tts_delay = 0.5 })
     local ok, out = run(srv, "game_loop.lua", dir .. "/line.mp3")

@@ -32,6 +32,18 @@ describe("the live Fish Audio API", function()
     assert.is_true(#audio > 1000)
   end)
 
+  it("speaks through a live session (/v1/tts/live), PCM in whole samples", function()
+    local bytes, odd = 0, false
+    local s = client.live({ format = "pcm", sample_rate = 24000, auto_flush = true,
+      on_audio = function(audio) bytes = bytes + #audio; odd = odd or #audio % 2 == 1 end })
+    s.send("Hello from the fish Lua SDK, ")
+    s.send("spoken live.")
+    local finished, message = s.finish()
+    assert.is_true(finished, message)
+    assert.is_false(odd)
+    assert.is_true(bytes > 1000)
+  end)
+
   it("lists the account's own voices", function()
     local page = assert(client.voices.list({ self = true, page_size = 5 }))
     assert.is_number(page.total)

@@ -136,6 +136,8 @@ end
 local State = {}
 State.__index = State
 
+-- Anything with request:state() and request:cancel() that close() must
+-- end: requests, and fish.live sessions.
 function State:_track(request)
   self.requests[request] = true
 end
@@ -314,7 +316,7 @@ local function bind(public, owner, state, fn, name)
 end
 
 -- Modules that add calls to a client: each has install(public, state, bind).
-local EXTENSIONS = { "fish.voices", "fish.asr", "fish.account" }
+local EXTENSIONS = { "fish.voices", "fish.asr", "fish.account", "fish.live" }
 
 function client.new(opts)
   local fn = "fish.new"

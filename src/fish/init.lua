@@ -47,6 +47,10 @@ function fish.convert(...)
   return fish.default().convert(...)
 end
 
+function fish.live(...)
+  return fish.default().live(...)
+end
+
 -- fish.voices.create(...) is fish.default().voices.create(...), and so on.
 local function forward(namespace, names)
   local t = {}

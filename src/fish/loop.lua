@@ -27,6 +27,10 @@ local id_of = setmetatable({}, { __mode = "k" })        -- request -> engine id
 local started = 0                                       -- requests started so far
 local last_pump, pump_due = -math.huge, nil           -- when the engine last moved, and what it asked for
 local finished_scratch = {}
+local changed_scratch = {}                              -- live sockets with news, from the engine
+local live_owner = setmetatable({}, { __mode = "v" })   -- engine id -> the live session on that socket
+local live_step                                         -- fish.live's delivery, run by every fish.step
+local live_due_at                                       -- when live_step last asked to run again
 
 local WAIT = tasks.WAIT
 local HOST_PAUSE_STEP = 0.01 -- a host pause cannot be woken by a socket: poll this often
@@ -135,14 +139,21 @@ end
 -- Move every transfer as far as it can go without waiting, and wake the
 -- tasks whose request finished, whose deadline or timer came. Returns the
 -- absolute time by which we must look again (or nil: only when woken).
--- Route what the engine reported (finished ids in finished_scratch; how
--- many still run, or nil if unknown), then enforce deadlines and fire
--- timers. `curl_in`: seconds until libcurl wants to move again, or nil.
+-- Route what the engine reported (finished ids in finished_scratch, live
+-- sockets with news in changed_scratch; how many still run, or nil if
+-- unknown), then enforce deadlines and fire timers. `curl_in`: seconds
+-- until libcurl wants to move again, or nil.
 local function settle(running, curl_in)
   last_pump = core.now()
   for i = 1, #finished_scratch do
     local request = tracked[finished_scratch[i]]
     if request then ended(request) end
+  end
+  -- A live socket with news: its session only takes note and wakes its
+  -- waiters; the caller's callbacks run later, from a step or a wait.
+  for i = 1, #changed_scratch do
+    local owner = live_owner[changed_scratch[i]]
+    if owner then owner:changed() end
   end
   if running and running < tracked_count then sweep() end
   local now = core.now()
@@ -155,6 +166,7 @@ end
 
 local function clear_finished()
   for i = #finished_scratch, 1, -1 do finished_scratch[i] = nil end
+  for i = #changed_scratch, 1, -1 do changed_scratch[i] = nil end
 end
 
 local function pump()
@@ -162,9 +174,9 @@ local function pump()
   clear_finished()
   local due
   if host.sockets then
-    due = settle((e:poll_sockets(finished_scratch)), e:timer_due())
+    due = settle((e:poll_sockets(finished_scratch, changed_scratch)), e:timer_due())
   else
-    due = settle(e:perform(finished_scratch), e:timeout())
+    due = settle(e:perform(finished_scratch, changed_scratch), e:timeout())
   end
   if host.moved then host.moved() end
   return due
@@ -181,12 +193,12 @@ function loop.drive(how, fd, events)
   clear_finished()
   local running, active
   if how == "action" then
-    running = e:socket_action(fd, events, finished_scratch)
+    running = e:socket_action(fd, events, finished_scratch, changed_scratch)
   elseif how == "timeout" then
     local curl_in = e:timer_due()
-    if curl_in and curl_in <= 0 then running = e:socket_timeout(finished_scratch) end
+    if curl_in and curl_in <= 0 then running = e:socket_timeout(finished_scratch, changed_scratch) end
   elseif how == "poll" then
-    running, active = e:poll_sockets(finished_scratch)
+    running, active = e:poll_sockets(finished_scratch, changed_scratch)
   else
     error("loop.drive: unknown way '" .. tostring(how) .. "'", 2)
   end
@@ -198,6 +210,7 @@ end
 function loop.due()
   local now = core.now()
   local due = earliest(deadlines.enforce(now, cancel_request), tasks.next_timer())
+  due = earliest(due, live_due_at)
   local curl_in = engine and engine:timer_due()
   if curl_in then due = earliest(due, now + curl_in) end
   return due
@@ -347,6 +360,33 @@ function loop.await(request, pause, on_progress, moved)
   until request:state() ~= "running"
 end
 
+-- ---- live sockets (fish.live) -----------------------------------------------------
+
+-- Start a live socket on the engine; `owner:changed()` is called from the
+-- pump whenever the engine reports news on it. The owner is held weakly: a
+-- session nobody refers to is collected, and its socket closed.
+function loop.add_live(sock, owner)
+  local id = loop.engine():add_live(sock)
+  live_owner[id] = owner
+  if host.moved then host.moved() end
+  return id
+end
+
+-- Wait as wait_for does, woken in a task by loop.notify(key) rather than
+-- polled (a live session notifies the keys of its waiters on news).
+function loop.wait_on(key, ready, deadline, pause, on_cancel)
+  return wait_for(ready, deadline, pause, on_cancel, { request = key })
+end
+
+loop.notify = tasks.request_ended
+
+-- fn(now) runs at the end of every fish.step and returns the next time it
+-- wants to run, or nil: fish.live delivers there what sessions nobody
+-- waits on have received, and runs their timers.
+function loop.set_live_step(fn)
+  live_step = fn
+end
+
 -- Sleep; a cancel token ends the sleep early. Returns false if canceled.
 function loop.sleep(seconds, pause, token)
   local ready = token and function() return token.canceled end or nil
@@ -392,10 +432,19 @@ local function run_pass(budget)
   tasks.deliver_errors()
   return ran
 end
+-- fish.live's delivery (what sessions nobody waits on received, their
+-- timers): after each pass. Returns how many deliveries it made.
+local function run_live_step()
+  if not live_step then return 0 end
+  local due, delivered = live_step(core.now())
+  live_due_at = due
+  return delivered or 0
+end
+
 -- For host drivers: resume what is ready, once, from the host's own loop.
 function loop.run_pass(budget)
   not_in_a_task("fish.run_pass")
-  return run_pass(budget)
+  return run_pass(budget) + run_live_step()
 end
 
 -- Drive transfers and tasks once, waiting at most `timeout` seconds for
@@ -410,7 +459,8 @@ function loop.step(timeout, budget)
   timeout = timeout or 0
   tasks.deliver_errors() -- the ones a previous call left queued
   local due = pump()
-  local ran = run_pass(budget)
+  local ran = run_pass(budget) + run_live_step()
+  due = earliest(due, live_due_at)
   if ran == 0 and timeout > 0 and tasks.queued() == 0 then
     local now = core.now()
     due = earliest(due, tasks.next_timer())
@@ -419,6 +469,7 @@ function loop.step(timeout, budget)
     if sleep > 0 then loop.engine():poll(sleep) end
     pump()
     run_pass(budget)
+    run_live_step()
   end
   return tasks.count()
 end

@@ -49,6 +49,13 @@ for _, name in ipairs(tts.CALL_OPTIONS) do
   NAMES[#NAMES + 1] = name
 end
 
+-- The /v1/tts fields by name, without the call options: fish.live's start
+-- event carries the same request.
+tts.REQUEST_FIELDS = {}
+for _, field in ipairs(FIELDS) do tts.REQUEST_FIELDS[#tts.REQUEST_FIELDS + 1] = field[1] end
+
+-- The public call whose fields are being checked, for the messages:
+-- fish.convert, or fish.live (tts.check_request).
 local WHERE = "fish.convert"
 
 local function fail(field, message)
@@ -173,10 +180,9 @@ local CHECKS = {
   end,
 }
 
-function tts.check(args)
-  util.check_table(WHERE, args)
-  util.check_known(WHERE, args, KNOWN, NAMES)
-  if args.text == nil then fail("text", "is required") end
+-- The request fields of `args` (FIELDS, extra, model), checked for the
+-- public call `fn`. Whoever calls it has refused unknown keys.
+local function check_request(args)
   for _, field in ipairs(FIELDS) do
     local name, kind, allowed = field[1], field[2], field[3]
     if args[name] ~= nil then CHECKS[kind](name, args[name], allowed) end
@@ -189,14 +195,30 @@ function tts.check(args)
       check_extra_value("extra." .. key, value, 1)
     end
   end
+  if args.model ~= nil and args.model ~= false and type(args.model) ~= "string" then
+    fail("model", "must be a string, or false to send no model header")
+  end
+end
+
+-- fish.live's start request: the same checks as fish.convert's, under its
+-- name. `text` is optional there (s.send gives the text).
+function tts.check_request(args, fn)
+  WHERE = fn
+  local ok, why = pcall(check_request, args)
+  WHERE = "fish.convert"
+  if not ok then error(why, 0) end
+end
+
+function tts.check(args)
+  util.check_table(WHERE, args)
+  util.check_known(WHERE, args, KNOWN, NAMES)
+  if args.text == nil then fail("text", "is required") end
+  check_request(args)
   if args.out ~= nil then util.check_output_path(WHERE, "out", args.out) end
   if args.on_chunk ~= nil and type(args.on_chunk) ~= "function" then fail("on_chunk", "must be a function") end
   if args.on_progress ~= nil and type(args.on_progress) ~= "function" then fail("on_progress", "must be a function") end
   if args.out and args.on_chunk then fail("out", "cannot be combined with on_chunk") end
   if args.max_bytes ~= nil then util.check_byte_count(WHERE, "max_bytes", args.max_bytes) end
-  if args.model ~= nil and args.model ~= false and type(args.model) ~= "string" then
-    fail("model", "must be a string, or false to send no model header")
-  end
 end
 
 -- ---- encoding -----------------------------------------------------------------
@@ -264,14 +286,16 @@ local WRITERS = {
 -- The msgpack body for checked args, as the writer that holds it: core.request
 -- sends it without copying it (fish.file references stream from disk), and
 -- every retry resends the same bytes. w:result() gives it as a string.
-function tts.encode(args)
+-- With `w`, the request map is written into that writer (fish.live's start
+-- event holds it) and `w` is returned.
+function tts.encode(args, w)
   local present = {}
   for _, field in ipairs(FIELDS) do
     if args[field[1]] ~= nil then present[#present + 1] = field end
   end
   -- tts.check has made sure extra's keys are strings.
   local extra_keys = args.extra and util.sorted_keys(args.extra) or {}
-  local w = core.mp_writer()
+  w = w or core.mp_writer()
   w:map(#present + #extra_keys)
   for _, field in ipairs(present) do
     w:str(field[1])

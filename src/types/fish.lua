@@ -155,6 +155,103 @@ function fish.file(path) end
 ---@return fish.Error? err on failure, the error object
 function fish.convert(args) end
 
+-- ---- live text-to-speech -------------------------------------------------------
+
+--- The fields of `fish.live`: every field of `POST /v1/tts` (sent in the session's `start`
+-- event, checked and encoded as for `fish.convert`), and the session's own options.
+-- The time limits default to the client's: `connect_timeout` (10 s), `first_byte_timeout`
+-- (120 s, for `first_audio_timeout`) and `idle_timeout` (60 s); 0 means no limit.
+---@class fish.LiveArgs
+---@field text string? first text, as if given to `session.send` at once
+---@field references fish.Reference[]|fish.Reference[][]|nil one-shot cloning; a list of lists for multi-speaker
+---@field reference_id string|string[]|nil a saved voice's id (a list for multi-speaker)
+---@field format fish.Format? the audio format; `"pcm"` gives whole 16-bit samples to `on_audio`
+---@field sample_rate integer? e.g. 24000 (PCM's `info.rate`; the API's default is 44100)
+---@field mp3_bitrate integer? 64, 128 or 192
+---@field opus_bitrate integer? -1000, 24000, 32000, 48000 or 64000
+---@field chunk_length integer? 100 to 300: text buffered before the server synthesises unasked
+---@field normalize boolean? text normalisation
+---@field latency fish.Latency? the latency mode
+---@field prosody fish.Prosody? speed and volume
+---@field top_p number? 0 to 1
+---@field temperature number? 0 to 1
+---@field max_new_tokens integer? advanced
+---@field repetition_penalty number? advanced
+---@field min_chunk_length integer? advanced
+---@field condition_on_previous_chunks boolean? advanced
+---@field early_stop_threshold number? advanced
+---@field features string[]? e.g. `{ "quality-guard" }`
+---@field extra table<string, any>? fields the API adds later; sent after the known ones, sorted by key
+---@field model string|false|nil the `model` header for this session; `false` sends none
+---@field on_audio fun(bytes: string, info: fish.LiveAudio)? each block of audio, as it arrives
+---@field on_alignment fun(words: fish.Word[], info: fish.LiveAlignment)? each new timing snapshot (needs `timestamps`)
+---@field timestamps boolean? use `/v1/tts/live/with-timestamp`: word timings in `info.alignment` and `on_alignment`
+---@field auto_flush boolean? flush after each sentence end (`.` `!` `?` before a space, `。` `！` `？`, a newline)
+---@field out string? write all the audio into this file: written beside it, renamed over it when the session finishes
+---@field max_message integer? the largest message accepted from the server (default 16 MiB), else kind `"too_large"`
+---@field retries integer? retries of a refused or failed connection (429, 5xx, network), never once the socket is open
+---@field connect_timeout number? seconds until the socket is open
+---@field first_audio_timeout number? seconds from the first flush (or `stop`) after some words until the first audio
+---@field idle_timeout number? seconds without a message from the server after `stop`, until `finish`
+---@field cancel fish.CancelToken? `token:cancel()` cancels the session
+---@field headers table<string, string>? extra headers for the WebSocket upgrade, name to value
+---@field api_key string? the API key for this session only
+
+--- One word of `/v1/tts/live/with-timestamp`'s timings, in seconds from the start of the
+-- session's audio (the server's `chunk_audio_offset_sec` plus the segment's time).
+---@class fish.Word
+---@field text string the word
+---@field start number where it starts, in seconds
+---@field ["end"] number where it ends, in seconds
+
+--- A block of audio: the second argument of `on_audio`, and the audio events of
+-- `session.events()` (the same table).
+---@class fish.LiveAudio
+---@field type string `"audio"`
+---@field audio string the bytes (with `format = "pcm"`, whole 16-bit samples)
+---@field seq integer the block's number, from 1
+---@field bytes integer audio bytes delivered before this block
+---@field rate integer? PCM only: samples per second (`sample_rate`, else 44100)
+---@field channels integer? PCM only: 1
+---@field bits integer? PCM only: 16
+---@field time number? PCM only: seconds of audio before this block
+---@field chunk_seq integer? with `timestamps`: the server's chunk number
+---@field chunk_offset number? with `timestamps`: where that chunk starts, in seconds
+---@field alignment fish.Word[]? with `timestamps`: the latest word timings, nil until the first
+
+--- New word timings: the second argument of `on_alignment`, and the alignment events of
+-- `session.events()`. A snapshot replaces the one before (it grows as a chunk's audio comes, and
+-- an event with no audio may correct it).
+---@class fish.LiveAlignment
+---@field type string `"alignment"`
+---@field alignment fish.Word[] the words of the server's current chunk, in session time
+---@field chunk_seq integer? the server's chunk number
+---@field chunk_offset number? where that chunk starts, in seconds
+
+--- What `session.events()` yields: `fish.LiveAudio` and `fish.LiveAlignment` tables, then
+-- `{ type = "finish" }` or `{ type = "error", message = ..., error = fish.Error }`, then nil.
+---@alias fish.LiveEvent fish.LiveAudio|fish.LiveAlignment|table
+
+--- States of a live session (`session.state()`).
+---@alias fish.LiveState
+---| "connecting" # the WebSocket is not open yet (or waits to retry)
+---| "open" # text can be sent
+---| "stopping" # `stop` was sent; the server is finishing
+---| "done" # `finish` came: all the audio was delivered
+---| "failed" # ended by an error
+---| "canceled" # ended by `cancel()`, a token, a task's cancel or `client.close()`
+
+--- Live text-to-speech over a WebSocket (`/v1/tts/live`), on the default client: send text as it
+-- is produced (an LLM's output), receive audio as it is made. Returns a session at once, already
+-- connecting and sending `start`; it never blocks. A misspelt or unknown field raises at once
+-- with its name. Failures come out of `session.finish()` (and `send`/`flush` once the session
+-- has failed). Callbacks run from `session.finish()`, `session.events()` and `fish.step`, never
+-- from inside the network code; one that raises closes the session and the error goes on to
+-- whichever of those ran it. A session nobody refers to any more is closed by the collector.
+---@param args fish.LiveArgs the voice, the format, the callbacks and the options
+---@return fish.LiveSession session the session
+function fish.live(args) end
+
 -- ---- voices -------------------------------------------------------------------
 
 --- Voices: persistent voices, trained once.
@@ -451,11 +548,11 @@ function fish.is_error(value) end
 ---| "permission" # HTTP 403
 ---| "not_found" # HTTP 404
 ---| "rate_limit" # HTTP 429 (retried; see `retry_after`)
----| "server" # HTTP 5xx (retried)
+---| "server" # HTTP 5xx (retried); or a live session's `finish` (reason `error`) or `error` event (`err.event`)
 ---| "http" # any other status outside 2xx, e.g. 400, 402, 422
 ---| "network" # no HTTP answer; `cause` says why
 ---| "timeout" # a time limit ran out; `timeout` says which
----| "canceled" # a cancel token, `task:cancel()` or `client.close()` ended the call
+---| "canceled" # a cancel token, `task:cancel()`, `client.close()` or `session.cancel()` ended the call
 ---| "failed" # voice training failed (`fish.voices.wait_trained`)
 ---| "invalid_response" # an empty 200, JSON that does not parse, or JSON of the wrong shape
 ---| "too_large" # an answer past `max_bytes` / `max_json_bytes`, or headers past libcurl's limits
@@ -464,9 +561,10 @@ function fish.is_error(value) end
 
 --- Which time limit ended a call (`err.timeout`).
 ---@alias fish.TimeoutKind
----| "connect" # `connect_timeout`
+---| "connect" # `connect_timeout` (of a call, or until a live session's socket is open)
 ---| "first_byte" # `first_byte_timeout`
----| "idle" # `idle_timeout`
+---| "first_audio" # a live session's `first_audio_timeout`
+---| "idle" # `idle_timeout` (of a call, or of a live session after `stop`)
 ---| "total" # `timeout`
 ---| "training" # the `timeout` of `fish.voices.wait_trained`
 
@@ -475,6 +573,7 @@ function fish.is_error(value) end
 ---| "connect" # the connection failed
 ---| "tls" # the TLS handshake or the certificate check failed
 ---| "network" # the connection broke
+---| "closed" # a live session's connection closed before `finish`
 
 --- The error object of a failure.
 ---@class fish.Error
@@ -490,6 +589,9 @@ function fish.is_error(value) end
 ---@field timeout fish.TimeoutKind? which time limit ran out (kind `"timeout"`)
 ---@field cause fish.NetworkCause? why no answer came (kind `"network"`)
 ---@field location string? the `Location` header of a redirect (redirects are never followed)
+---@field event string? a live session's server error: `"finish"` (reason `error`) or `"error"`
+---@field close_code integer? a live session closed early: the code of the server's close frame
+---@field close_reason string? a live session closed early: the reason in that close frame
 ---@field state fish.VoiceState? the voice's last state (`wait_trained`)
 ---@field voice fish.Voice? the voice as last seen (`wait_trained`)
 
@@ -510,6 +612,9 @@ local Client = {}
 -- client.convert is fish.convert on this client.
 Client.convert = fish.convert
 
+-- client.live is fish.live on this client.
+Client.live = fish.live
+
 --- Close the client: its requests in flight are canceled, and later calls raise. Closing twice
 -- does nothing.
 ---@return nil
@@ -518,6 +623,70 @@ function Client.close() end
 --- Has the client been closed?
 ---@return boolean closed true after `client.close()`
 function Client.closed() end
+
+--- A live TTS session, made by `fish.live`. Its functions are called with a dot
+-- (`session.send(text)`; `session:send(text)` works too).
+--
+-- After `stop()` or `finish()`, `send` and `flush` raise: the caller said there was no more text.
+-- After a failure or a cancel (perhaps from another task) they return `nil, message, err`
+-- instead. `finish()` may be called again and returns the same result; `cancel()` twice is
+-- harmless.
+-- @type LiveSession
+---@class fish.LiveSession
+local LiveSession = {}
+
+--- Send text (UTF-8; checked like `fish.convert`'s). Returns at once; an empty string sends
+-- nothing. With `auto_flush`, a flush follows each sentence end.
+---@param text string the text
+---@return true|nil ok `true`
+---@return string? message once the session has failed or was canceled, the one-line message
+---@return fish.Error? err then, the error object
+function LiveSession.send(text) end
+
+--- Ask the server to synthesise the text buffered so far, now. The session stays open.
+---@return true|nil ok `true`
+---@return string? message once the session has failed or was canceled, the one-line message
+---@return fish.Error? err then, the error object
+function LiveSession.flush() end
+
+--- Say there is no more text (the `stop` event), without waiting: the server synthesises what
+-- is buffered and ends with `finish`. For `session.events()`; `finish()` does it itself.
+---@return true|nil ok `true`
+---@return string? message once the session has failed or was canceled, the one-line message
+---@return fish.Error? err then, the error object
+function LiveSession.stop() end
+
+--- Stop, then wait until the server has sent all the audio and `finish`, delivering it to the
+-- callbacks (and `out`). Blocks, or suspends only its task. Errors are those of `fish.convert`:
+-- a refused upgrade gives its status and body (`"not_found"`, saying live TTS is not supported,
+-- from a server without the endpoint); `finish` with reason `error` and the `error` event give
+-- kind `"server"` with the server's message (`err.event` says which); a close before `finish` is
+-- `"network"` (`err.close_code`); the limits give `"timeout"`; a cancel gives `"canceled"`.
+-- With `format = "pcm"`, a last odd byte that no sample completes is dropped.
+---@return true|nil ok `true` when the session finished
+---@return string? message on failure, the one-line message
+---@return fish.Error? err on failure, the error object
+function LiveSession.finish() end
+
+--- Drop the session at once: the socket is closed (the protocol has no cancel event), audio
+-- received but not yet delivered is discarded, no `out` file is left, and `finish()` returns
+-- kind `"canceled"`.
+---@return boolean canceled true if the session was still running
+function LiveSession.cancel() end
+
+--- An iterator over the session's events: `for ev in session.events() do ... end` yields each
+-- audio and alignment event, then one `{ type = "finish" }` or `{ type = "error", ... }`. Each
+-- step waits (blocking, or suspending its task). Call `stop()` first, or send and finish from
+-- another task. Without `on_audio` the events are kept from the start; with it, `on_audio` is
+-- still called for each block and the iterator sees the events from its first call on.
+-- PUC Lua 5.1 cannot suspend a task from inside a `for` loop's iterator: in a task there, call
+-- the iterator yourself (`local next_event = session.events()`, then `next_event()`).
+---@return fun():fish.LiveEvent? iterator the next event on each call, then nil
+function LiveSession.events() end
+
+--- Where the session is.
+---@return fish.LiveState state the state
+function LiveSession.state() end
 
 --- A task, made by `fish.spawn`.
 -- @type Task
