@@ -183,6 +183,14 @@ describe("fish.live", function()
     return message, err
   end
 
+  -- Drive the engine (fish.step) until the session is no longer connecting.
+  local function until_open(s)
+    for _ = 1, 500 do
+      if s.state() ~= "connecting" then return end
+      fish.step(0.01)
+    end
+  end
+
   local function listdir(path)
     local pipe = io.popen("ls -A " .. server.shell_quote(path))
     local out = pipe:read("*a")
@@ -285,6 +293,22 @@ describe("fish.live", function()
       assert.is_true(s.finish())
     end)
 
+    it("waits through the client's pause function, as a host loop's sleep", function()
+      local pauses = 0
+      local paused = fish.new({ api_key = srv.api_key, base_url = srv.url, pause = function(seconds)
+        pauses = pauses + 1
+        local till = os.clock() + seconds
+        repeat until os.clock() >= till
+      end })
+      local on_audio, blocks = collector()
+      local s = paused.live({ on_audio = on_audio })
+      s.send("Paused host.")
+      assert.is_true(s.finish())
+      paused.close()
+      assert.is_true(pauses > 0)
+      assert.is_true(#blocks > 0)
+    end)
+
     it("runs several blocking sessions side by side", function()
       local list = {}
       for i = 1, 3 do
@@ -299,6 +323,7 @@ describe("fish.live", function()
       local s = client.live({ on_audio = function() end })
       s.send("First part.")
       s.flush()
+      until_open(s)
       fish.sleep(0.1)
       fish.step(0)
       assert.equal("open", s.state())
@@ -334,6 +359,34 @@ describe("fish.live", function()
         if ev.type == "audio" then yielded = yielded + 1 end
       end
       assert.equal(seen, yielded)
+    end)
+
+    it("iterates in one task while another task sends and finishes", function()
+      local s = client.live({ format = "pcm" })
+      local bytes, last, finished = 0, nil, nil
+      fish.spawn(function()
+        -- Not `for ev in s.events()`: PUC Lua 5.1 cannot suspend a task
+        -- from inside a for loop's iterator; a call of our own can.
+        local next_event = s.events()
+        while true do
+          local ev = next_event()
+          if not ev then break end
+          last = ev.type
+          if ev.type == "audio" then bytes = bytes + #ev.audio end
+        end
+      end)
+      fish.spawn(function()
+        for _, piece in ipairs({ "One sentence. ", "And another one." }) do
+          s.send(piece)
+          s.flush()
+          fish.sleep(0.02)
+        end
+        finished = s.finish()
+      end)
+      fish.run()
+      assert.is_true(finished)
+      assert.equal("finish", last)
+      assert.equal(sessions()[1].audio_bytes, bytes)
     end)
 
     it("ends with an error event when the session fails", function()
@@ -553,6 +606,27 @@ describe("fish.live", function()
       assert.equal(3, #record.pongs)
     end)
 
+    it("lets text be sent after the engine saw the socket close, reporting the close at finish", function()
+      srv:fault("/v1/tts/live", { drop = "fin", after_audio = 1 })
+      local on_audio, blocks = collector()
+      local s = client.live({ on_audio = on_audio })
+      s.send(("many words "):rep(30))
+      s.flush()
+      -- The engine moves (audio, then the close, arrive unseen) until the
+      -- server has hung up.
+      for _ = 1, 200 do
+        fish.sleep(0.05)
+        local record = srv:control("GET", "/_test/live")[1]
+        if record and record.ended then break end
+      end
+      fish.sleep(0.1)
+      assert.is_true(s.send("more"))
+      assert.is_true(s.flush())
+      local _, err = failure(s)
+      assert.equal("network", err.kind)
+      assert.is_true(#blocks >= 1) -- what came before the close was delivered
+    end)
+
     it("takes a close with no close frame after finish as success", function()
       srv:fault("/v1/tts/live", { no_close_frame = true })
       local s = client.live({ on_audio = function() end })
@@ -568,6 +642,36 @@ describe("fish.live", function()
       assert.equal("timeout", err.kind)
       assert.equal("first_audio", err.timeout)
       assert.matches("no audio within 0.3s", message)
+    end)
+
+    it("ends a session whose upgrade is not answered within connect_timeout, retrying first", function()
+      srv:fault("/v1/tts/live", { delay = 1 }, { times = 2 })
+      local _, err = failure(client.live({ connect_timeout = 0.3, retries = 1 }))
+      assert.equal("timeout", err.kind)
+      assert.equal("connect", err.timeout)
+      assert.equal(2, err.attempts)
+      -- The server answers both upgrades once its delay is over, to sockets
+      -- long closed: let it, so that its records land in this test.
+      local records
+      for _ = 1, 100 do
+        records = srv:control("GET", "/_test/live?wait=1")
+        if #records == 2 and records[1].ended and records[2].ended then break end
+        fish.sleep(0.05)
+      end
+      assert.equal(2, #records)
+    end)
+
+    it("never times out a session that waits for its first words", function()
+      local s = client.live({ first_audio_timeout = 0.2, idle_timeout = 0.2, on_audio = function() end })
+      s.flush()
+      s.send("   ")
+      s.flush()
+      until_open(s)
+      fish.sleep(0.4)
+      fish.step(0)
+      assert.equal("open", s.state())
+      s.send("Now the words come.")
+      assert.is_true(s.finish())
     end)
 
     it("ends a finishing session that stalls after idle_timeout", function()
@@ -621,8 +725,14 @@ describe("fish.live", function()
       s.stop()
       -- A blocking fish.sleep moves the engine (the audio arrives) but
       -- delivers nothing: that is for finish(), events() and fish.step.
-      fish.sleep(0.5)
-      assert.is_true(sessions()[1].audio_events > 0)
+      -- Sleep until the server has sent the finish.
+      local sent
+      for _ = 1, 200 do
+        fish.sleep(0.05)
+        sent = srv:control("GET", "/_test/live")[1]
+        if sent and sent.finish then break end
+      end
+      assert.is_true(sent.audio_events > 0)
       assert.is_true(s.cancel())
       local ok, message, err = s.finish()
       assert.is_nil(ok)
@@ -697,8 +807,9 @@ describe("fish.live", function()
         local s = client.live({ out = path, on_audio = function() end })
         s.send("Nobody keeps this session.")
         s.flush()
+        until_open(s)
       end
-      for _ = 1, 20 do fish.step(0.01) end
+      for _ = 1, 10 do fish.step(0.01) end
       collectgarbage()
       collectgarbage()
       for _ = 1, 5 do fish.step(0.01) end

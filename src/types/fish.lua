@@ -183,7 +183,7 @@ function fish.convert(args) end
 ---@field max_message integer? the largest message accepted from the server (default 16 MiB), else kind `"too_large"`
 ---@field retries integer? retries of a refused or failed connection (429, 5xx, network), never once the socket is open
 ---@field connect_timeout number? seconds until the socket is open
----@field first_audio_timeout number? seconds from the first flush (or `stop`) until the first audio
+---@field first_audio_timeout number? seconds from the first flush (or `stop`) after some words until the first audio
 ---@field idle_timeout number? seconds without a message from the server after `stop`, until `finish`
 ---@field cancel fish.CancelToken? `token:cancel()` cancels the session
 ---@field headers table<string, string>? extra headers for the WebSocket upgrade, name to value
@@ -660,6 +660,8 @@ function LiveSession.cancel() end
 -- step waits (blocking, or suspending its task). Call `stop()` first, or send and finish from
 -- another task. Without `on_audio` the events are kept from the start; with it, `on_audio` is
 -- still called for each block and the iterator sees the events from its first call on.
+-- PUC Lua 5.1 cannot suspend a task from inside a `for` loop's iterator: in a task there, call
+-- the iterator yourself (`local next_event = session.events()`, then `next_event()`).
 ---@return fun():fish.LiveEvent? iterator the next event on each call, then nil
 function LiveSession.events() end
 
