@@ -150,7 +150,9 @@ local captions = {
 }
 
 local function on_alignment(words, info)
-  local seq = info.chunk_seq or 0
+  -- A chunk is known by its chunk_seq (by where it starts, should a server
+  -- leave that out).
+  local seq = info.chunk_seq or info.chunk_offset or 0
   if not captions.chunks[seq] then
     captions.order[#captions.order + 1] = seq
     captions.seen[seq] = 0
@@ -177,7 +179,8 @@ local function caption_text()
   local seq = captions.current
   if not seq then return "" end
   local words, text = captions.chunks[seq], {}
-  for i = 1, captions.seen[seq] do text[i] = words[i].text end
+  -- A correction may have fewer words than are already on screen.
+  for i = 1, math.min(captions.seen[seq], #words) do text[i] = words[i].text end
   return table.concat(text, " ")
 end
 
