@@ -167,7 +167,8 @@ local function update_captions()
     local i = captions.seen[seq] + 1
     while words[i] and words[i].start <= now do
       local w = words[i]
-      captions.shown[#captions.shown + 1] = { text = w.text, start = w.start, at = now }
+      -- For the spec: where the source was when the word appeared.
+      captions.shown[#captions.shown + 1] = { text = w.text, start = w.start, at = player.position / RATE }
       captions.seen[seq], captions.current = i, seq
       i = i + 1
     end
