@@ -26,4 +26,5 @@ files["examples/nvim"] = { globals = { "vim" } }
 files["spec/support/hosts/nvim_say.lua"] = { globals = { "vim" } }
 files["examples/openresty"] = { globals = { "ngx" } }
 files["examples/game_loop.lua"] = { globals = { "love" } }
+files["examples/love"] = { globals = { "love" } }
 files["spec/support/love"] = { globals = { "love" } }

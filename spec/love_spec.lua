@@ -10,32 +10,15 @@
 -- it, the Lua 5.4 pass shows it as pending.
 local server = require("support.server")
 local files = require("support.files")
+local love_host = require("support.love_host")
 
 local q = files.quote
+local run = love_host.run
 local ROOT = server.ROOT
 local GAME = ROOT .. "/spec/support/love"
 local CORE = ROOT .. "/build/luajit/fish/core.so"
 local TEXT = "Spoken from inside a packaged game." -- the game speaks FISH_LOVE_TEXT
 local TTS_DELAY = 0.3
-
--- Run a shell command; returns ok and everything it printed. The status
--- comes through the output: LuaJIT's pipe:close() does not report it.
-local function run(cmd)
-  local pipe = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"exit=$?\"", "r"))
-  local out = pipe:read("*a")
-  pipe:close()
-  local status = out:match("exit=(%d+)%s*$")
-  return status == "0", (out:gsub("exit=%d+%s*$", ""))
-end
-
-local function love_missing()
-  if type(jit) ~= "table" then
-    return "runs in the LuaJIT pass only (LÖVE embeds LuaJIT)"
-  end
-  local ok, out = run("love --version")
-  if not ok then return "love is not installed (Debian: apt-get install love)" end
-  if not out:match("LOVE 11%.") then return "needs LÖVE 11, found: " .. out:gsub("%s+$", "") end
-end
 
 -- lua-cjson's module for the 5.1 ABI, the one this LuaJIT loads: the game
 -- ships it beside core.so, as a game for players without lua-cjson must.
@@ -67,7 +50,7 @@ local function build_love(path)
   assert(ok, "could not build " .. path .. ":\n" .. out)
 end
 
-local skip = love_missing()
+local skip = love_host.missing()
 if skip then
   pending("LÖVE game (spec/support/love): skipped, " .. skip)
 else
