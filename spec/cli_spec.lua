@@ -222,7 +222,7 @@ describe("fish-audio", function()
     it("--help lists every command, and says how keys, servers and exit codes work", function()
       local code, out = run(nil, { "--help" })
       assert.equals(0, code)
-      for _, name in ipairs({ "say", "voices", "batch", "transcribe", "credits" }) do
+      for _, name in ipairs({ "say", "live", "voices", "batch", "transcribe", "credits" }) do
         assert.matches("\n  " .. name .. " ", out, 1, true)
       end
       for _, word in ipairs({ "FISH_API_KEY", "FISH_BASE_URL", "FISH_AUDIO_PROGRESS", "--api-key-file" }) do
@@ -251,7 +251,7 @@ describe("fish-audio", function()
           assert.truthy(out:find("--" .. option[1], 1, true), name .. ": --" .. option[1])
         end
       end
-      assert.same({ "say", "voices", "batch", "transcribe", "credits" }, main.COMMANDS)
+      assert.same({ "say", "live", "voices", "batch", "transcribe", "credits" }, main.COMMANDS)
       local code, out = run(nil, { "voices", "--help" })
       assert.equals(0, code)
       for _, sub in ipairs({ "list", "get", "create", "update", "delete", "wait" }) do
