@@ -285,6 +285,22 @@ describe("fish.live", function()
       assert.is_true(s.finish())
     end)
 
+    it("waits through the client's pause function, as a host loop's sleep", function()
+      local pauses = 0
+      local paused = fish.new({ api_key = srv.api_key, base_url = srv.url, pause = function(seconds)
+        pauses = pauses + 1
+        local till = os.clock() + seconds
+        repeat until os.clock() >= till
+      end })
+      local on_audio, blocks = collector()
+      local s = paused.live({ on_audio = on_audio })
+      s.send("Paused host.")
+      assert.is_true(s.finish())
+      paused.close()
+      assert.is_true(pauses > 0)
+      assert.is_true(#blocks > 0)
+    end)
+
     it("runs several blocking sessions side by side", function()
       local list = {}
       for i = 1, 3 do
@@ -553,6 +569,20 @@ describe("fish.live", function()
       assert.equal(3, #record.pongs)
     end)
 
+    it("lets text be sent after the engine saw the socket close, reporting the close at finish", function()
+      srv:fault("/v1/tts/live", { drop = "fin", after_audio = 1 })
+      local on_audio, blocks = collector()
+      local s = client.live({ on_audio = on_audio })
+      s.send(("many words "):rep(30))
+      s.flush()
+      fish.sleep(0.5) -- the engine moves: audio, then the close, arrive unseen
+      assert.is_true(s.send("more"))
+      assert.is_true(s.flush())
+      local _, err = failure(s)
+      assert.equal("network", err.kind)
+      assert.is_true(#blocks >= 1) -- what came before the close was delivered
+    end)
+
     it("takes a close with no close frame after finish as success", function()
       srv:fault("/v1/tts/live", { no_close_frame = true })
       local s = client.live({ on_audio = function() end })
@@ -568,6 +598,26 @@ describe("fish.live", function()
       assert.equal("timeout", err.kind)
       assert.equal("first_audio", err.timeout)
       assert.matches("no audio within 0.3s", message)
+    end)
+
+    it("ends a session whose upgrade is not answered within connect_timeout, retrying first", function()
+      srv:fault("/v1/tts/live", { delay = 2 }, { times = 2 })
+      local _, err = failure(client.live({ connect_timeout = 0.3, retries = 1 }))
+      assert.equal("timeout", err.kind)
+      assert.equal("connect", err.timeout)
+      assert.equal(2, err.attempts)
+    end)
+
+    it("never times out a session that waits for its first words", function()
+      local s = client.live({ first_audio_timeout = 0.2, idle_timeout = 0.2, on_audio = function() end })
+      s.flush()
+      s.send("   ")
+      s.flush()
+      fish.sleep(0.4)
+      fish.step(0)
+      assert.equal("open", s.state())
+      s.send("Now the words come.")
+      assert.is_true(s.finish())
     end)
 
     it("ends a finishing session that stalls after idle_timeout", function()

@@ -151,15 +151,20 @@ function Session:connect()
   self.attempts = self.attempts + 1
   self.sock = sock
   self.retry_at = nil
+  self.connect_at = core.now()
   for _, message in ipairs(self.log) do sock:send(message) end
   loop.add_live(sock, self)
 end
 
 -- Queue one event for the server. Until the socket is open each is also
 -- kept, so a retry can replay the session from its start.
+-- A socket the engine has seen close takes nothing more: the message is
+-- dropped, and the session learns of the close at its next advance (which
+-- first delivers what came before it).
 function Session:emit(message)
   if self.log then self.log[#self.log + 1] = message end
-  if self.sock then self.sock:send(message) end
+  local sock = self.sock
+  if sock and sock:state() ~= "closed" then sock:send(message) end
 end
 
 -- The engine has news on our socket (called from the pump: no callbacks).
@@ -216,19 +221,21 @@ end
 -- The socket closed or failed: retry, or end the session.
 function Session:socket_ended()
   local kind, message = self.sock:failure()
-  if not self.opened then
-    local err, safe = self:refusal(kind, message)
-    err.attempts = self.attempts
-    if safe and self.attempts <= self.retries then
-      self.sock:close()
-      self.sock = nil
-      self.retry_at = core.now() + (err.retry_after or http._backoff(self.attempts))
-      self.last_refusal = err
-      return
-    end
-    return self:finish_with(err)
-  end
+  if not self.opened then return self:retry_or_fail(self:refusal(kind, message)) end
   return self:finish_with(self:broken(kind, message))
+end
+
+-- The socket never opened: try again if that is safe and retries are left
+-- (after Retry-After, else the client's back-off), or end with `err`.
+function Session:retry_or_fail(err, safe)
+  err.attempts = self.attempts
+  if safe and self.attempts <= self.retries then
+    self.sock:close()
+    self.sock = nil
+    self.retry_at = core.now() + (err.retry_after or http._backoff(self.attempts))
+    return
+  end
+  return self:finish_with(err)
 end
 
 -- ---- what the server sends ---------------------------------------------------------
@@ -311,10 +318,17 @@ function Session:next_due()
   if self.retry_at then return self.retry_at end
   local due
   local limits = self.limits
+  -- libcurl's connect timeout ends with the TCP and TLS connection; the
+  -- Upgrade's answer is waited for here, under the same limit.
+  if limits.connect and not self.opened then due = self.connect_at + limits.connect end
   if limits.first_audio and self.owed_at and not self.first_audio_at then
-    due = self.owed_at + limits.first_audio
+    local t = self.owed_at + limits.first_audio
+    if not due or t < due then due = t end
   end
-  if limits.idle and self.phase == "stopping" and (self.first_audio_at or not limits.first_audio) then
+  -- After stop, the idle limit watches the server, unless the first-audio
+  -- limit already does (audio is owed and none has come).
+  local first_audio_watches = limits.first_audio and self.owed_at and not self.first_audio_at
+  if limits.idle and self.phase == "stopping" and not first_audio_watches then
     local since = math.max(self.stop_at, self.last_message_at or 0)
     local t = since + limits.idle
     if not due or t < due then due = t end
@@ -328,6 +342,10 @@ function Session:check_timers(now)
     return
   end
   local limits = self.limits
+  if limits.connect and not self.opened and now >= self.connect_at + limits.connect then
+    return self:retry_or_fail(errors.new({ kind = "timeout", timeout = "connect",
+      message = TIMEOUT_MESSAGES.connect:format(limits.connect) }), true)
+  end
   if limits.first_audio and self.owed_at and not self.first_audio_at and now >= self.owed_at + limits.first_audio then
     return self:finish_with(errors.new({ kind = "timeout", timeout = "first_audio",
       message = TIMEOUT_MESSAGES.first_audio:format(limits.first_audio) }))
@@ -418,8 +436,12 @@ function Session:check_input(fn)
   return true
 end
 
+-- From the first flush (or stop) after some words were sent, audio is
+-- owed: the first-audio limit starts. A flush of nothing, or of white
+-- space, brings no audio, so it starts nothing: a session that waits for
+-- its first words must not time out.
 function Session:owe_audio()
-  if not self.owed_at then self.owed_at = core.now() end
+  if self.has_words and not self.owed_at then self.owed_at = core.now() end
 end
 
 function Session:send(text)
@@ -429,6 +451,7 @@ function Session:send(text)
   local ok, message, err = self:check_input(fn)
   if not ok then return ok, message, err end
   if text == "" then return true end
+  if not self.has_words and text:find("%S") then self.has_words = true end
   if not self.auto_flush then
     self:emit(live_protocol.text(text))
     return true
@@ -571,25 +594,17 @@ function live.open(state, args)
   local max_message = DEFAULT_MAX_MESSAGE
   if args.max_message ~= nil then max_message = util.check_byte_count(FN, "max_message", args.max_message) end
 
-  -- The call's retries and limits: the client's, overridden by the call.
-  local retries = state.retries
-  if args.retries ~= nil then
-    local r = args.retries
-    if not util.is_integer(r) or r < 0 or r > 100 then
-      util.raise(("%s: option 'retries' must be a whole number from 0 to 100, got %s"):format(FN, tostring(r)))
-    end
-    retries = r
-  end
-  if args.cancel ~= nil and not loop.is_token(args.cancel) then
-    util.raise(FN .. ": option 'cancel' must be a fish.cancel_token()")
-  end
-  local limits = { connect = state.limits.connect or nil, first_audio = state.limits.first_byte or nil,
-    idle = state.limits.idle or nil }
-  if args.connect_timeout ~= nil then limits.connect = check_limit("connect_timeout", args.connect_timeout) end
+  -- The call's retries, token and limits: the client's, overridden by the
+  -- call, checked by the code that checks every call's. first_audio is
+  -- this call's first byte; the HTTP-only total limit has no meaning here.
+  local retries, token, call_limits = state:call_settings({
+    retries = args.retries, cancel = args.cancel,
+    connect_timeout = args.connect_timeout, idle_timeout = args.idle_timeout,
+  }, FN)
+  local limits = { connect = call_limits.connect, first_audio = call_limits.first_byte, idle = call_limits.idle }
   if args.first_audio_timeout ~= nil then
     limits.first_audio = check_limit("first_audio_timeout", args.first_audio_timeout)
   end
-  if args.idle_timeout ~= nil then limits.idle = check_limit("idle_timeout", args.idle_timeout) end
 
   local api_key = state.api_key
   if args.api_key ~= nil then
@@ -645,12 +660,12 @@ function live.open(state, args)
   state:_track(session)
   session:emit(live_protocol.start(request))
   local handle = public_handle(session)
-  if args.cancel then
-    if args.cancel.canceled then
+  if token then
+    if token.canceled then
       session:cancel_with("the call was canceled")
       return handle
     end
-    args.cancel:watch(session)
+    token:watch(session)
   end
   session:connect()
   if args.text ~= nil then handle.send(args.text) end

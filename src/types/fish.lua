@@ -183,7 +183,7 @@ function fish.convert(args) end
 ---@field max_message integer? the largest message accepted from the server (default 16 MiB), else kind `"too_large"`
 ---@field retries integer? retries of a refused or failed connection (429, 5xx, network), never once the socket is open
 ---@field connect_timeout number? seconds until the socket is open
----@field first_audio_timeout number? seconds from the first flush (or `stop`) until the first audio
+---@field first_audio_timeout number? seconds from the first flush (or `stop`) after some words until the first audio
 ---@field idle_timeout number? seconds without a message from the server after `stop`, until `finish`
 ---@field cancel fish.CancelToken? `token:cancel()` cancels the session
 ---@field headers table<string, string>? extra headers for the WebSocket upgrade, name to value
