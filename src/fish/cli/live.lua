@@ -74,7 +74,7 @@ local function start_relay()
   os.remove(done)
   -- (The shell's own stderr goes to /dev/null: no "Terminated" when the
   -- command stops cat before stdin ends.)
-  local pipe = io.popen(("exec 3<&0 2>/dev/null; cat <&3 >>%s & echo $!; wait $!; : >%s")
+  local pipe = io.popen(("exec 2>/dev/null 3<&0; cat <&3 >>%s & echo $!; wait $!; : >%s")
     :format(fs.quote(path), fs.quote(done)), "r")
   local pid = pipe and pipe:read("*l")
   local file = io.open(path, "rb")
