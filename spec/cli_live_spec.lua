@@ -106,9 +106,10 @@ local function part_files(dir)
 end
 
 -- The client events of the recorded live sessions: { "start", "text:Hi", "flush", ... } each.
-local function session_events(srv)
+-- `wait` (default 5 s): first wait until no session is open; 0 looks now.
+local function session_events(srv, wait)
   local list = {}
-  for _, s in ipairs(srv:live_sessions({ wait = 5 })) do
+  for _, s in ipairs(srv:live_sessions({ wait = wait or 5 })) do
     local events = {}
     for _, e in ipairs(s.events) do
       events[#events + 1] = e.event == "text" and ("text:" .. tostring(e.text)) or e.event
@@ -146,8 +147,10 @@ describe("fish-audio live", function()
       return n >= pcm_bytes(first) and n
     end)
     assert.equals(pcm_bytes(first), size)
-    local so_far = session_events(srv)
+    local so_far = session_events(srv, 0)
     assert.equals(1, #so_far)
+    assert.same({ "start", "text:" .. first, "flush" }, so_far[1].events)
+    assert.is_false(so_far[1].record.ended)
     p.write("")   -- a blank line is skipped
     p.write(second)
     p.close()
@@ -191,7 +194,12 @@ describe("fish-audio live", function()
     local path = scratch .. "/never.mp3"
     local p = start(srv, { "live", "-o", path })
     p.write("Some words before the interrupt.")
-    assert.truthy(eventually(function() return #part_files(scratch) > 0 end), "no temporary file")
+    -- Once the line's audio is being written (the temporary file exists
+    -- from the start of the session, empty).
+    assert.truthy(eventually(function()
+      local parts = part_files(scratch)
+      return #parts == 1 and (files.size(scratch .. "/" .. parts[1]) or 0) > 0
+    end), "no audio in the temporary file")
     os.execute("kill -INT " .. p.pid)
     assert.equals(130, p.wait())
     assert.equals("fish-audio: interrupted\n", files.read(p.err))
