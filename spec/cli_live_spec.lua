@@ -238,6 +238,16 @@ describe("fish-audio live", function()
     assert.equals("", files.read(p.out))
   end)
 
+  it("a connection lost mid-session exits 1 with one line, leaving no FILE", function()
+    srv:fault("/v1/tts/live", { drop = "fin", after_audio = 1 })
+    local path = scratch .. "/cut.mp3"
+    local code, _, err = run(srv, { "live", "-o", path }, "The first words of a long answer.\nMore.\n")
+    assert.equals(1, code)
+    assert.matches("^fish%-audio: fish%.live: [^\n]*closed[^\n]*\n$", err)
+    assert.is_false(files.exists(path))
+    assert.same({}, part_files(scratch))
+  end)
+
   it("bad flags and bad input exit 2 with one line naming the flag", function()
     local cases = {
       { { "live", "--bogus" }, "", "live: unknown option '%-%-bogus'" },
