@@ -150,10 +150,19 @@ FUZZ_SECONDS ?= 60
 FUZZ_BUILD = build/fuzz
 FUZZ_CC = clang
 FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Isrc $(call lua_cflags,lua5.4,lua5.4) $(CURL_CFLAGS)
-FUZZ_TARGETS = msgpack_read msgpack_decode response args
+FUZZ_TARGETS = msgpack_read msgpack_decode response args ws_frame ws_handshake
 CORE_SOURCES = $(filter-out src/core.c,$(C_SOURCES))
 
 $(FUZZ_BUILD)/msgpack_read_fuzz: spec/fuzz/msgpack_read_fuzz.c src/msgpack_read.c src/msgpack_write.c src/buffer.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@
+
+# The WebSocket codec is pure C, linked without Lua or libcurl.
+$(FUZZ_BUILD)/ws_frame_fuzz: spec/fuzz/ws_frame_fuzz.c src/ws.c src/buffer.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@
+
+$(FUZZ_BUILD)/ws_handshake_fuzz: spec/fuzz/ws_handshake_fuzz.c src/ws.c src/buffer.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@
 

@@ -70,8 +70,9 @@ build = {
     ["fish.cli.voices"] = "src/fish/cli/voices.lua",
     ["fish.core"] = {
       sources = {
-        "src/buffer.c", "src/class.c", "src/compat.c", "src/core.c", "src/engine.c", "src/lmsgpack.c",
-        "src/msgpack_read.c", "src/msgpack_write.c", "src/platform.c", "src/request.c",
+        "src/buffer.c", "src/class.c", "src/compat.c", "src/core.c", "src/engine.c", "src/live.c",
+        "src/lmsgpack.c", "src/msgpack_read.c", "src/msgpack_write.c", "src/platform.c", "src/request.c",
+        "src/ws.c", "src/ws_test.c",
       },
       incdirs = { "$(CURL_INCDIR)" },
       libraries = { "curl" },

@@ -4,36 +4,60 @@
 -- is checked against a WebSocket implementation nobody here wrote, plus a
 -- raw mode for byte-level faults no library would produce.
 local core = require("fish.core")
+local cjson = require("cjson")
+local files = require("support.files")
 local server = require("spec.support.server")
 
 local PEER = server.ROOT .. "/spec/support/ws_peer.py"
+local quote = files.quote
 
-local function start_peer()
+local function sh(cmd)
+  return (files.capture("env -u LD_PRELOAD " .. cmd .. " 2>&1"):gsub("%s+$", ""))
+end
+
+-- A CA and a certificate for 127.0.0.1 that it signed, in dir.
+local function make_certificates(dir)
+  local ca, ca_key = dir .. "/ca.pem", dir .. "/ca.key"
+  sh(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=fish-ws-ca"
+    .. " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+    .. " -keyout %s -out %s"):format(quote(ca_key), quote(ca)))
+  local key, csr, cert, ext = dir .. "/srv.key", dir .. "/srv.csr", dir .. "/srv.pem", dir .. "/srv.ext"
+  files.write(ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+  sh(("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1"
+    .. " -keyout %s -out %s"):format(quote(key), quote(csr)))
+  sh(("openssl x509 -req -in %s -CA %s -CAkey %s -CAcreateserial -days 2 -extfile %s -out %s"):format(
+    quote(csr), quote(ca), quote(ca_key), quote(ext), quote(cert)))
+  assert(files.exists(cert), "openssl made no server certificate")
+  return ca, cert, key
+end
+
+local function start_peer(tls_cert, tls_key)
   local log = os.tmpname()
-  local cmd = "env -u LD_PRELOAD " .. server.PYTHON .. " " .. server.shell_quote(PEER)
-    .. " 2>" .. server.shell_quote(log) .. " & echo PID $!"
+  local cmd = "env -u LD_PRELOAD " .. server.PYTHON .. " " .. quote(PEER)
+    .. (tls_cert and " --tls " .. quote(tls_cert) .. " " .. quote(tls_key) or "")
+    .. " 2>" .. quote(log) .. " & echo PID $!"
   local pipe = assert(io.popen(cmd, "r"))
-  local pid, port, raw
+  local pid, port, raw, tls
   for line in pipe:lines() do
     pid = pid or line:match("^PID (%d+)")
-    if not port then port, raw = line:match("^LISTENING (%d+) (%d+)") end
+    if not port then port, raw, tls = line:match("^LISTENING (%d+) (%d+) (%d+)") end
     if pid and port then break end
   end
   if not port then
     local f = io.open(log)
     error("ws_peer did not start: " .. (f and f:read("*a") or "?"))
   end
-  return { pid = pid, pipe = pipe, log = log, ws = "ws://127.0.0.1:" .. port, raw = "ws://127.0.0.1:" .. raw }
+  return {
+    pid = pid, pipe = pipe, log = log,
+    ws = "ws://127.0.0.1:" .. port, raw = "ws://127.0.0.1:" .. raw,
+    wss = tls ~= "0" and "wss://127.0.0.1:" .. tls or nil,
+  }
 end
 
 local function stop_peer(peer)
   os.execute("kill " .. peer.pid .. " 2>/dev/null")
   peer.pipe:close()
-  local f = io.open(peer.log)
-  local text = f and f:read("*a") or ""
-  if f then f:close() end
   os.remove(peer.log)
-  return text
 end
 
 -- Step the engine until done() is true; every changed id is counted.
@@ -51,10 +75,18 @@ local function drive(engine, done, seconds)
 end
 
 describe("live sockets", function()
-  local peer, engine
+  local peer, engine, dir, ca
 
-  setup(function() peer = start_peer() end)
-  teardown(function() stop_peer(peer) end)
+  setup(function()
+    dir = files.tmpdir()
+    local cert, key
+    if sh("command -v openssl") ~= "" then ca, cert, key = make_certificates(dir) end
+    peer = start_peer(cert, key)
+  end)
+  teardown(function()
+    stop_peer(peer)
+    files.remove_tree(dir)
+  end)
   before_each(function() engine = core.engine() end)
   after_each(function() engine:close() end)
 
@@ -96,7 +128,7 @@ describe("live sockets", function()
     local connected = sock:activity()
     assert.is_number(connected)
     assert.is_number(sock:fd())
-    local seen = require("cjson").decode(next_message(sock))
+    local seen = cjson.decode(next_message(sock))
     assert.equal("/headers?x=1", seen.path)
     assert.equal("Bearer secret-key", seen.headers.authorization)
     assert.equal("s1", seen.headers.model)
@@ -112,6 +144,22 @@ describe("live sockets", function()
     assert.equal(0, engine:live_count())
   end)
 
+  it("keeps the news of a perform without a changed table for the next one with it", function()
+    local sock, id = connect("/echo")
+    local deadline = core.now() + 20
+    while sock:state() ~= "open" do
+      assert.is_true(core.now() < deadline, "never opened")
+      engine:perform({})
+      engine:poll(0.2)
+    end
+    local changed = {}
+    engine:perform({}, changed)
+    assert.same({ id }, changed)
+    changed = {}
+    engine:perform({}, changed)
+    assert.same({}, changed)
+  end)
+
   it("echoes 1 B to 3 MB messages both ways, whatever their length encoding", function()
     local sock = open("/echo")
     for _, n in ipairs({ 1, 125, 126, 65535, 65536, 3 * 1024 * 1024 }) do
@@ -122,6 +170,26 @@ describe("live sockets", function()
       assert.is_true(back == payload, "echo of " .. n .. " bytes differs")
     end
     assert.equal(0, sock:pending())
+  end)
+
+  it("wakes engine:poll for a live socket's message (the fd is among poll's extra fds)", function()
+    local sock = open("/echo")
+    drive(engine, function() return sock:pending() == 0 end)
+    sock:send("wake up")
+    assert.equal(0, sock:pending())
+    -- Nothing else runs in this engine: only the socket's fd can end this
+    -- poll before its 30 s. The bound tells woken from not woken, no more.
+    local started = core.now()
+    engine:poll(30)
+    assert.is_true(core.now() - started < 25, "poll slept through the message")
+    assert.equal("wake up", next_message(sock))
+  end)
+
+  it("reads a message larger than one step's read budget over several steps", function()
+    local sock = open("/send/20000000")
+    local message = next_message(sock)
+    assert.equal(20000000, message and #message)
+    assert.is_nil(message:find("[^x]"))
   end)
 
   it("keeps messages sent before the handshake and writes them once open", function()
@@ -205,7 +273,7 @@ describe("live sockets", function()
       assert.equal(status, got)
       assert.equal("application/json", headers["content-type"])
       if status == 429 then assert.equal("7", headers["retry-after"]) end
-      local decoded = require("cjson").decode(body)
+      local decoded = cjson.decode(body)
       assert.equal(status, decoded.status)
       assert.equal("refused by ws_peer", decoded.message)
       assert.is_nil(sock:activity())
@@ -278,6 +346,17 @@ describe("live sockets", function()
     assert.equal("short", sock:receive())
   end)
 
+  it("fails with timeout when the connection (here its TLS handshake) outlasts connect_timeout", function()
+    -- The raw peer reads the ClientHello as the start of an HTTP head and
+    -- waits for the rest, so TLS never completes.
+    local sock, id = connect("/silent", { connect_timeout = 0.3 }, peer.raw:gsub("^ws:", "wss:"))
+    local changes = drive(engine, function() return sock:state() == "closed" end)
+    assert.is_truthy(changes[id])
+    local kind, message = sock:failure()
+    assert.equal("timeout", kind)
+    assert.matches("[Tt]imeout", message)
+  end)
+
   it("fails with network when nothing listens on the port", function()
     -- Port 1 (tcpmux) has no listener on a test machine.
     local sock, id = connect("", nil, "ws://127.0.0.1:1")
@@ -296,6 +375,21 @@ describe("live sockets", function()
     sock:close()
     assert.equal("closed", sock:state())
     assert.has_error(function() sock:send("x") end, "live socket is closed")
+    -- Every question still has an answer after close.
+    local status, headers, body = sock:handshake()
+    assert.equal(101, status)
+    assert.same({}, headers)
+    assert.equal("", body)
+    assert.is_nil(sock:receive())
+    assert.is_nil(sock:failure())
+    assert.is_nil(sock:fd())
+    assert.equal(0, sock:pending())
+    assert.is_number((sock:activity()))
+    assert.is_nil(sock:close_info())
+    assert.is_string(tostring(sock))
+    local ok, err = pcall(sock.shutdown, sock)
+    assert.is_false(ok)
+    assert.matches("live socket is closed", err)
     assert.equal(0, engine:live_count())
     drive(engine, function() return true end)
 
@@ -337,6 +431,55 @@ describe("live sockets", function()
     sock:close()
     pending:close()
     engine = core.engine()
+  end)
+
+  it("speaks wss with ca_file, on HTTP/1.1 although the server's ALPN prefers h2", function()
+    if not peer.wss then return pending("needs the openssl tool") end
+    local sock = open("/headers", { ca_file = ca, headers = { "Authorization: Bearer k" } }, peer.wss)
+    local seen = cjson.decode(next_message(sock))
+    assert.equal("http/1.1", seen.alpn)
+    assert.equal("Bearer k", seen.headers.authorization)
+    -- Large messages cross many TLS records: every decrypted byte is read
+    -- before the socket waits again.
+    for _, n in ipairs({ 70000, 3 * 1024 * 1024 }) do
+      local payload = string.rep("tls!", n / 4)
+      sock:send(payload)
+      local back = next_message(sock)
+      assert.is_true(back == payload, "TLS echo of " .. n .. " bytes")
+    end
+    sock:shutdown()
+    drive(engine, function() return sock:state() == "closed" end)
+    assert.is_nil(sock:failure())
+  end)
+
+  it("keeps TLS checks on: a certificate from an unknown CA fails as network", function()
+    if not peer.wss then return pending("needs the openssl tool") end
+    -- Debian's store, which never signed the peer's certificate.
+    local sock = connect("/echo", { ca_file = "/etc/ssl/certs/ca-certificates.crt" }, peer.wss)
+    drive(engine, function() return sock:state() == "closed" end)
+    local kind, message = sock:failure()
+    assert.equal("network", kind)
+    assert.matches("certificate", message)
+  end)
+
+  it("goes through an HTTP proxy by CONNECT, so the proxy never sees the key", function()
+    local log = dir .. "/proxy.log"
+    files.write(log, "")
+    local proxy = io.popen(("env -u LD_PRELOAD %s %s %s 2>/dev/null"):format(server.PYTHON,
+      quote(server.ROOT .. "/spec/support/fake_proxy.py"), quote(log)))
+    local port, pid = proxy:read("*l"):match("LISTENING (%d+) (%d+)")
+    local sock = connect("/echo", {
+      proxy = "http://127.0.0.1:" .. port, headers = { "Authorization: Bearer secret-key" },
+    })
+    drive(engine, function() return sock:state() == "closed" end)
+    os.execute("kill " .. pid)
+    proxy:close()
+    -- The fake proxy hangs up after reading the request: no tunnel.
+    assert.equal("network", (sock:failure()))
+    local seen = files.read(log)
+    assert.matches("^CONNECT 127%.0%.0%.1:%d+ HTTP/1%.1", seen)
+    assert.not_matches("secret%-key", seen)
+    assert.not_matches("Upgrade", seen)
   end)
 
   it("refuses bad options, naming them", function()

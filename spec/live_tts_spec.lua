@@ -183,6 +183,14 @@ describe("fish.live", function()
     return message, err
   end
 
+  -- Drive the engine (fish.step) until the session is no longer connecting.
+  local function until_open(s)
+    for _ = 1, 500 do
+      if s.state() ~= "connecting" then return end
+      fish.step(0.01)
+    end
+  end
+
   local function listdir(path)
     local pipe = io.popen("ls -A " .. server.shell_quote(path))
     local out = pipe:read("*a")
@@ -315,6 +323,7 @@ describe("fish.live", function()
       local s = client.live({ on_audio = function() end })
       s.send("First part.")
       s.flush()
+      until_open(s)
       fish.sleep(0.1)
       fish.step(0)
       assert.equal("open", s.state())
@@ -575,7 +584,14 @@ describe("fish.live", function()
       local s = client.live({ on_audio = on_audio })
       s.send(("many words "):rep(30))
       s.flush()
-      fish.sleep(0.5) -- the engine moves: audio, then the close, arrive unseen
+      -- The engine moves (audio, then the close, arrive unseen) until the
+      -- server has hung up.
+      for _ = 1, 200 do
+        fish.sleep(0.05)
+        local record = srv:control("GET", "/_test/live")[1]
+        if record and record.ended then break end
+      end
+      fish.sleep(0.1)
       assert.is_true(s.send("more"))
       assert.is_true(s.flush())
       local _, err = failure(s)
@@ -601,11 +617,20 @@ describe("fish.live", function()
     end)
 
     it("ends a session whose upgrade is not answered within connect_timeout, retrying first", function()
-      srv:fault("/v1/tts/live", { delay = 2 }, { times = 2 })
+      srv:fault("/v1/tts/live", { delay = 1 }, { times = 2 })
       local _, err = failure(client.live({ connect_timeout = 0.3, retries = 1 }))
       assert.equal("timeout", err.kind)
       assert.equal("connect", err.timeout)
       assert.equal(2, err.attempts)
+      -- The server answers both upgrades once its delay is over, to sockets
+      -- long closed: let it, so that its records land in this test.
+      local records
+      for _ = 1, 100 do
+        records = srv:control("GET", "/_test/live?wait=1")
+        if #records == 2 and records[1].ended and records[2].ended then break end
+        fish.sleep(0.05)
+      end
+      assert.equal(2, #records)
     end)
 
     it("never times out a session that waits for its first words", function()
@@ -613,6 +638,7 @@ describe("fish.live", function()
       s.flush()
       s.send("   ")
       s.flush()
+      until_open(s)
       fish.sleep(0.4)
       fish.step(0)
       assert.equal("open", s.state())
@@ -671,8 +697,14 @@ describe("fish.live", function()
       s.stop()
       -- A blocking fish.sleep moves the engine (the audio arrives) but
       -- delivers nothing: that is for finish(), events() and fish.step.
-      fish.sleep(0.5)
-      assert.is_true(sessions()[1].audio_events > 0)
+      -- Sleep until the server has sent the finish.
+      local sent
+      for _ = 1, 200 do
+        fish.sleep(0.05)
+        sent = srv:control("GET", "/_test/live")[1]
+        if sent and sent.finish then break end
+      end
+      assert.is_true(sent.audio_events > 0)
       assert.is_true(s.cancel())
       local ok, message, err = s.finish()
       assert.is_nil(ok)
@@ -747,8 +779,9 @@ describe("fish.live", function()
         local s = client.live({ out = path, on_audio = function() end })
         s.send("Nobody keeps this session.")
         s.flush()
+        until_open(s)
       end
-      for _ = 1, 20 do fish.step(0.01) end
+      for _ = 1, 10 do fish.step(0.01) end
       collectgarbage()
       collectgarbage()
       for _ = 1, 5 do fish.step(0.01) end

@@ -74,6 +74,14 @@ describe("the local server's live TTS", function()
       assert.is_true(first.t - flush_sent < 0.5)
     end)
 
+    it("keeps events a client sent along with its upgrade request", function()
+      local r = probe({ eager = { { event = "start", request = { text = "", format = "pcm" } },
+        { event = "text", text = "Early bird" }, { event = "stop" } } })
+      assert.are.equal(101, r.status)
+      assert.are.equal("stop", last_message(r).reason)
+      assert.are.equal(pcm_bytes("Early bird", 44100), r.audio_len)
+    end)
+
     it("sizes the audio by the text and defaults to 44.1 kHz PCM", function()
       local function total(str)
         return probe({ steps = { start({ text = "", format = "pcm" }), text(str), STOP } }).audio_len
@@ -243,6 +251,24 @@ describe("the local server's live TTS", function()
       assert.are.equal(400, r.status)
     end)
 
+    it("leaves the other upgrade checks to the library: no Connection: Upgrade gets 426", function()
+      local r = probe({ headers = { Authorization = "Bearer " .. srv.api_key, Connection = "keep-alive" } })
+      assert.are.equal(426, r.status)
+      assert.are.equal("websocket", r.headers.upgrade)
+    end)
+
+    it("hangs up before answering on a close or reset fault", function()
+      srv:fault("/v1/tts/live", { close = true })
+      srv:fault("/v1/tts/live", { reset = "before_headers" })
+      for _ = 1, 2 do
+        local r = probe({ steps = { start() } })
+        assert.are.equal(null, r.status)
+        assert.is_true(r.eof)
+      end
+      assert.are.equal(2, #srv:requests_for("GET", "/v1/tts/live"))
+      assert.are.equal(0, #srv:live_sessions())
+    end)
+
     it("answers a plain GET with the API's 404, and 404s every upgrade in self-hosted mode", function()
       local out = io.popen(("curl -s -w ' %%{http_code}' -H 'Authorization: Bearer %s' %s/v1/tts/live"):format(
         srv.api_key, srv.url)):read("*a")
@@ -266,6 +292,14 @@ describe("the local server's live TTS", function()
       assert.are.equal("Insufficient API credit", r.body)
       assert.matches("text/plain", r.headers["content-type"])
       assert.are.equal(101, probe({ steps = { start(), STOP } }).status) -- the faults are used up
+    end)
+
+    it("adds fault headers to the 101, and delays it on demand", function()
+      srv:fault("/v1/tts/live", { headers = { ["X-Generation-Id"] = "gen-1" }, delay = 0.3 })
+      local r = probe({ steps = { start(), STOP } })
+      assert.are.equal(101, r.status)
+      assert.are.equal("gen-1", r.headers["x-generation-id"])
+      assert.is_true(r.steps[1].t >= 0.28) -- the first step runs once the 101 is in
     end)
 
     it("sends a wrong Sec-WebSocket-Accept on demand", function()
@@ -431,6 +465,16 @@ describe("the local server's live TTS", function()
       assert.are.equal("fish-ping-2", s.pongs[2].data)
     end)
 
+    it("pings on a timer while the session is idle, and records the pongs", function()
+      srv:fault("/v1/tts/live", { ping_every = 0.1 })
+      local r = probe({ steps = { start(PCM), { sleep = 0.45 }, text("Hi"), STOP } })
+      assert.are.equal("stop", last_message(r).reason)
+      assert.is_true(#r.pings >= 3)
+      local s = srv:live_sessions()[1]
+      assert.are.equal(#s.pings_sent, #s.pongs)
+      assert.are.equal(s.pings_sent[1], s.pongs[1].data)
+    end)
+
     it("sends one oversized message of exactly N bytes before the audio", function()
       srv:fault("/v1/tts/live", { oversized = 200000 })
       local r = probe({ steps = { start(PCM), text("Hi"), STOP } })
@@ -440,11 +484,11 @@ describe("the local server's live TTS", function()
     end)
 
     it("stalls after N audio events with the socket open, then goes on", function()
-      srv:fault("/v1/tts/live", { stall = 0.5, after_audio = 2 })
+      srv:fault("/v1/tts/live", { stall = 0.6, after_audio = 2 })
       local r = probe({ steps = { start(PCM), text("Hello world."), STOP } })
       local audio = only(r, "audio")
-      assert.is_true(audio[3].t - audio[2].t >= 0.45)
-      assert.is_true(audio[2].t - audio[1].t < 0.2)
+      assert.is_true(audio[3].t - audio[2].t >= 0.55)
+      assert.is_true(audio[2].t - audio[1].t < 0.4) -- margin for a busy machine
       assert.are.equal("stop", last_message(r).reason)
       assert.is_true(srv:live_sessions()[1].stalled)
     end)

@@ -144,6 +144,16 @@ describe("ws codec: the frame decoder", function()
     end
   end)
 
+  it("reassembles a message of 10,000 one-byte fragments", function()
+    local parts = { frame(2, "0", { fin = false }) }
+    for i = 1, 9998 do parts[#parts + 1] = frame(0, tostring(i % 10), { fin = false }) end
+    parts[#parts + 1] = frame(0, "9")
+    local events = decode(table.concat(parts), 10000)
+    assert.equal(1, #events)
+    assert.equal(10000, #events[1].data)
+    assert.equal("01234", events[1].data:sub(1, 5))
+  end)
+
   it("drops text messages, fragmented or not, and keeps the binary ones around them", function()
     local bytes = frame(1, "hello") .. frame(2, "one") .. frame(1, "a", { fin = false })
       .. frame(10, "p") .. frame(0, "b") .. frame(2, "two")
@@ -156,6 +166,9 @@ describe("ws codec: the frame decoder", function()
     assert.equal(2 + 5, used)
     assert.equal("close 0 ", summary(decode(frame(8, ""))))
     assert.equal("close 4000 ", summary(decode(frame(8, char(15, 160)))))
+    -- UTF-8 reasons of every length of sequence pass.
+    local reason = "caf\195\169 \226\130\172 \240\159\144\159"
+    assert.equal("close 1001 " .. reason, summary(decode(frame(8, char(3, 233) .. reason))))
   end)
 
   it("caps a message at max_message, counting every fragment", function()
@@ -185,6 +198,10 @@ describe("ws codec: the frame decoder", function()
       one_byte_close = frame(8, "x"),
       reserved_close_code = frame(8, char(3, 237)), -- 1005 never goes on the wire
       low_close_code = frame(8, char(3, 231)),
+      close_reason_latin1 = frame(8, char(3, 232) .. "caf\233"),
+      close_reason_overlong = frame(8, char(3, 232) .. "\192\175"),
+      close_reason_surrogate = frame(8, char(3, 232) .. "\237\160\128"),
+      close_reason_cut = frame(8, char(3, 232) .. "\226\130"),
     }
     for name, bytes in pairs(bad) do
       local events = decode(bytes)

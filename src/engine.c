@@ -133,7 +133,7 @@ static int engine_perform(lua_State *L) {
     for (fish_live *s = e->live; s; s = next) {
         next = s->next;
         if (s->state == LIVE_CONNECTING && s->in_multi) running--;
-        if (fish_live_step(s) && has_changed) {
+        if (fish_live_step(s, has_changed)) {
             lua_pushinteger(L, s->id);
             lua_rawseti(L, 3, ++changed);
         }

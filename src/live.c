@@ -108,7 +108,7 @@ static int add_close_frame(fish_live *s, int code, const char *reason, size_t re
         payload[n++] = (unsigned char)(code >> 8);
         payload[n++] = (unsigned char)code;
         if (reason_len > sizeof payload - 2) reason_len = sizeof payload - 2;
-        memcpy(payload + n, reason, reason_len);
+        if (reason_len) memcpy(payload + n, reason, reason_len);
         n += reason_len;
     }
     s->sent_close = 1;
@@ -375,16 +375,16 @@ void fish_live_connected(fish_live *s, CURLcode result) {
     s->changed = 1;
 }
 
-int fish_live_step(fish_live *s) {
+int fish_live_step(fish_live *s, int report) {
     if (s->easy && s->connected && s->state != LIVE_CLOSED) {
         flush(s);
         receive_all(s);
         flush(s);
         finish_close(s);
     }
-    int changed = s->changed;
+    if (!report || !s->changed) return 0;
     s->changed = 0;
-    return changed;
+    return 1;
 }
 
 int fish_live_wait(const fish_live *s, curl_socket_t *fd) {
@@ -646,6 +646,7 @@ static int live_close(lua_State *L) {
     release_transport(s);
     unlink_live(s);
     fish_buffer_free(&s->in);
+    s->head_len = 0; /* handshake() still answers, with the status alone */
     fish_buffer_free(&s->body);
     fish_ws_decoder_free(&s->decoder);
     while (s->first) {

@@ -77,8 +77,10 @@ void fish_live_connected(fish_live *s, CURLcode result);
 
 /* Move the socket along without blocking: write, read until libcurl has
  * nothing more, decode, answer. Returns 1 when the socket changed (new
- * messages, a new state) since the last call. */
-int fish_live_step(fish_live *s);
+ * messages, a new state) since the last report; `report` says whether this
+ * call reports (a perform without a `changed` table keeps the news for the
+ * next one that has it). */
+int fish_live_step(fish_live *s, int report);
 
 /* What poll should wait for on the socket: 0 for nothing, else
  * CURL_WAIT_POLLIN and maybe CURL_WAIT_POLLOUT; *fd is set. -1: the socket

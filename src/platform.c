@@ -14,6 +14,10 @@
 #include <windows.h>
 /* After windows.h: */
 #include <ntsecapi.h>
+#ifdef _MSC_VER
+/* RtlGenRandom; MinGW links advapi32 by default, MSVC only when asked. */
+#pragma comment(lib, "advapi32.lib")
+#endif
 #else
 #include <pthread.h>
 #ifdef __linux__

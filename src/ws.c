@@ -191,15 +191,48 @@ static fish_ws_event start_frame(fish_ws_decoder *d) {
                      (unsigned long long)d->max_message);
             return fail(d, FISH_WS_TOO_LARGE, why);
         }
-        /* One reservation for the whole frame (bounded by max_message), so
-         * a large message is not copied as it doubles its way up. Best
-         * effort: the appends report a real shortage. */
-        if (d->message_opcode == FISH_WS_OP_BINARY && len <= SIZE_MAX)
+        /* A message's first frame reserves its size at once (bounded by
+         * max_message), so a large message is not copied as it doubles
+         * its way up. Continuations grow by doubling: an exact size each
+         * would copy the message once per fragment. Best effort: the
+         * appends report a real shortage. */
+        if (d->opcode == FISH_WS_OP_BINARY && len <= SIZE_MAX)
             (void)fish_buffer_reserve_exact(&d->message, (size_t)len);
     }
     d->remaining = len;
     d->in_payload = 1;
     return FISH_WS_NEED_MORE;
+}
+
+/* Well-formed UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing
+ * above U+10FFFF. */
+static int is_utf8(const unsigned char *p, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = p[i];
+        size_t n;
+        unsigned min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            n = 1, min = 0x80, c &= 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            n = 2, min = 0x800, c &= 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            n = 3, min = 0x10000, c &= 0x07;
+        } else {
+            return 0;
+        }
+        if (len - i - 1 < n) return 0;
+        for (size_t k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xC0) != 0x80) return 0;
+            c = c << 6 | (p[i + k] & 0x3F);
+        }
+        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
+        i += n + 1;
+    }
+    return 1;
 }
 
 static fish_ws_event end_close(fish_ws_decoder *d) {
@@ -216,6 +249,9 @@ static fish_ws_event end_close(fish_ws_decoder *d) {
             snprintf(why, sizeof why, "a close frame carries the invalid code %d", code);
             return fail(d, FISH_WS_PROTOCOL, why);
         }
+        /* The reason is text, and reaches error messages. */
+        if (!is_utf8(d->control + 2, d->control_len - 2))
+            return fail(d, FISH_WS_PROTOCOL, "a close frame's reason is not UTF-8");
         d->close_code = code;
         d->close_reason = d->control + 2;
         d->close_reason_len = d->control_len - 2;

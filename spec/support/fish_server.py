@@ -7,9 +7,17 @@ enough for the SDK to be tested end to end without the network:
   * /v1/tts, /v1/asr, /model, /model/{id}, /wallet/{user}/api-credit and
     /wallet/{user}/package behave like the real API (auth, status codes,
     body shapes, 422 arrays), and TTS returns real, decodable audio;
+  * /v1/tts/live and /v1/tts/live/with-timestamp speak live TTS over
+    WebSocket on the same port (fish-api.md §5, live-tts.md §1): start,
+    text, flush, stop in; audio (plus alignment on /with-timestamp) and
+    finish out. The framing is Debian's python3-websockets (sans-I/O), so
+    the client is tested against a codec nobody here wrote;
   * /_test/... is a control API (no auth) that lets a spec inspect every
     request the server received, queue faults (errors, resets, stalls,
-    truncation, ...), change timings and force voice training to fail.
+    truncation, ...; on the live paths also refused handshakes, finish/error,
+    error events, drops, fragments, pings, stalls, odd PCM splits, ...),
+    read what each live session received (/_test/live), change timings and
+    force voice training to fail.
 
 Usage:
     /usr/bin/python3 spec/support/fish_server.py --port 0 --api-key KEY \
@@ -18,7 +26,8 @@ Usage:
 It prints exactly one line, `LISTENING <port>`, on stdout once it accepts
 connections; everything else (logs) goes to stderr. SIGTERM/SIGINT stop it.
 
-Only the standard library and Debian's python3-msgpack are used.
+Only the standard library and Debian's python3-msgpack are used, plus
+python3-websockets (10.x) for the live paths; without it they answer 501.
 """
 
 import argparse
@@ -116,7 +125,7 @@ FAULT_KEYS = {
     "fragment": int, "ping": int, "oversized": int, "stall": (int, float),
     "stall_mid_frame": bool, "audio_chunk": int, "audio_delay": (int, float),
     "text_frame": str, "send_event": dict, "alignment_fix": bool, "keep_open": bool,
-    "bad_accept": bool,
+    "bad_accept": bool, "ping_every": (int, float),
 }
 
 LOG_QUIET = False
@@ -1287,7 +1296,7 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(error_reply(400, "'drop' must be fin or rst"))
         if spec.get("error_key") not in (None, "message", "error"):
             raise HttpError(error_reply(400, "'error_key' must be message or error"))
-        for key in ("after_audio", "ping"):
+        for key in ("after_audio", "ping", "ping_every"):
             if spec.get(key, 0) < 0:
                 raise HttpError(error_reply(400, "%r must be >= 0" % key))
         for key in ("fragment", "oversized", "audio_chunk"):
@@ -1982,6 +1991,10 @@ class LiveSession:
         self.audio_delay = float(fault.get("audio_delay", cfg["live_delay"]))
         self.after_audio = int(fault.get("after_audio", 0))
         self.pings_left = int(fault.get("ping", 0))
+        # Keepalive-style pings on a timer, idle or not (a client must answer
+        # them between events too).
+        self.ping_every = float(fault.get("ping_every", 0))
+        self.next_ping = time.monotonic() + self.ping_every if self.ping_every > 0 else None
         # One-shot extras, sent just before the session's first audio event.
         self.before_first = [k for k in ("oversized", "text_frame", "send_event") if k in fault]
         # Faults that strike once `after_audio` audio events have gone out
@@ -2068,7 +2081,13 @@ class LiveSession:
             if self.over or self.eof:
                 return
             now = time.monotonic()
+            if self.next_ping is not None and now >= self.next_ping \
+                    and self.conn.state is WSState.OPEN:
+                self.send_ping()
+                self.next_ping = now + self.ping_every
             timeout = IDLE_TIMEOUT
+            if self.next_ping is not None:
+                timeout = max(0.0, self.next_ping - now)
             if self.closing_deadline is not None:
                 if self.conn.state is WSState.CLOSED:
                     return
@@ -2076,11 +2095,11 @@ class LiveSession:
                 if timeout <= 0:
                     return                         # the client never finished the close
             elif self.outq:
-                timeout = max(0.0, self.resume_at - now)
+                timeout = min(timeout, max(0.0, self.resume_at - now))
             ready, _, _ = select.select([self.sock], [], [], timeout)
             if ready:
                 self.feed(self.sock.recv(1 << 16))
-            elif not self.outq and self.closing_deadline is None:
+            elif not self.outq and self.closing_deadline is None and self.next_ping is None:
                 # Idle for IDLE_TIMEOUT with nothing queued: hang up politely.
                 self.conn.send_close(1000, "idle")
                 self.flush()
@@ -2384,6 +2403,13 @@ class LiveSession:
             self.record["audio_events"] += 1
             self.record["audio_bytes"] += len(piece)
 
+    def send_ping(self):
+        self.ping_seq += 1
+        payload = b"fish-ping-%d" % self.ping_seq
+        self.add("pings_sent", payload.decode("ascii"))
+        self.conn.send_ping(payload)
+        self.flush()
+
     def send_event(self, event):
         self.send_message(msgpack.packb(event, use_bin_type=True))
 
@@ -2508,6 +2534,9 @@ def main(argv=None):
 
     sys.stdout.write("LISTENING %d\n" % server.server_address[1])
     sys.stdout.flush()
+    # The first tone at a rate takes ~20 ms to compute; do the default rate
+    # now, so the first flush -> audio a bench times is not that computation.
+    threading.Thread(target=tone_second, args=(44100,), daemon=True).start()
     log("serving on %s:%d" % (args.host, server.server_address[1]))
     try:
         server.serve_forever(poll_interval=0.25)

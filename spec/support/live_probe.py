@@ -17,6 +17,7 @@ Usage: live_probe.py '<json script>'   (or the script on stdin)
      "drop_headers": ["Sec-WebSocket-Key"],   # remove from the handshake
      "timeout": 5,                            # overall limit, seconds
      "keep_audio": false,                     # also return all audio, base64
+     "eager": [{"event": "start", ...}],      # sent with the upgrade request
      "steps": [
         {"send": {"event": "start", "request": {"text": ""}}},
         {"send": {"event": "text", "text": "Hello"}},
@@ -130,13 +131,18 @@ class Probe:
         except ConnectionResetError:
             data = b""
             self.result["reset"] = True
-        if data:
-            self.conn.receive_data(data)
-        else:
-            self.eof = True
-            self.result["eof"] = True
-            self.result["eof_t"] = self.now()
-            self.conn.receive_eof()
+        try:
+            if data:
+                self.conn.receive_data(data)
+            else:
+                self.eof = True
+                self.result["eof"] = True
+                self.result["eof_t"] = self.now()
+                self.conn.receive_eof()
+        except EOFError as e:
+            # The library raises this when the server hangs up before a
+            # whole handshake response.
+            self.result["error"] = "EOFError: %s" % e
         for ev in self.conn.events_received():
             self.on_event(ev)
         self.flush()
@@ -209,6 +215,15 @@ class Probe:
                 del request.headers[k]
             request.headers[k] = v
         self.conn.send_request(request)
+        eager = self.script.get("eager")
+        if eager:
+            # Events sent with the upgrade request, before the 101 arrives, in
+            # the same write: the server must not lose bytes it read early.
+            # A second, already-open library connection frames them.
+            framer = ClientConnection(self.wsuri, state=State.OPEN)
+            for ev in eager:
+                framer.send_binary(msgpack.packb(from_json(ev), use_bin_type=True))
+            self.sock.sendall(b"".join(self.conn.data_to_send() + framer.data_to_send()))
         self.flush()
         while self.result["status"] is None and time.monotonic() < self.deadline:
             if not self.read_once(self.deadline - time.monotonic()):
@@ -274,7 +289,7 @@ class Probe:
                 self.result["timed_out"] = not self.eof
             # A refused or failed handshake ends the probe at once: the
             # server may keep an HTTP connection open after a refusal.
-        except OSError as e:
+        except Exception as e:                     # a result, never a dead probe process
             self.result["error"] = self.result["error"] or "%s: %s" % (type(e).__name__, e)
         finally:
             if self.sock is not None:

@@ -1,15 +1,19 @@
 #!/usr/bin/python3
 """A scripted WebSocket server for spec/live_socket_spec.lua.
 
-Two listeners on 127.0.0.1, printed once both accept as one line on
-stdout: `LISTENING <port> <raw_port>`.
+Listeners on 127.0.0.1, printed once all accept as one line on stdout:
+`LISTENING <port> <raw_port> <tls_port>` (tls_port is 0 without
+`--tls CERT KEY`; it serves the same scripts as <port>, over TLS whose
+ALPN offers h2 before http/1.1, so a client that does not insist on
+HTTP/1.1 gets h2).
 
 - <port> runs Debian's python3-websockets (10.x), a WebSocket
   implementation nobody in this project wrote, so the client is checked
   against someone else's reading of RFC 6455. The path picks the script:
     /echo                 echo every message back, as it came
     /headers              first send one message, JSON of the Upgrade
-                          request's path and headers, then echo
+                          request's path and headers and the ALPN
+                          protocol TLS chose (null without TLS), then echo
     /refuse/<status>      refuse the upgrade: that status, a JSON body,
                           and Retry-After: 7 on a 429
     /ping                 ping with b"are you there", wait for the pong
@@ -42,6 +46,7 @@ import http
 import json
 import os
 import signal
+import ssl
 import struct
 import sys
 
@@ -74,7 +79,9 @@ async def handler(ws, path):
     try:
         if what == "headers":
             seen = {k.lower(): v for k, v in ws.request_headers.raw_items()}
-            await ws.send(json.dumps({"path": path, "headers": seen}).encode())
+            tls = ws.transport.get_extra_info("ssl_object")
+            alpn = tls.selected_alpn_protocol() if tls else None
+            await ws.send(json.dumps({"path": path, "headers": seen, "alpn": alpn}).encode())
             what = "echo"
         if what == "echo":
             async for message in ws:
@@ -205,16 +212,26 @@ async def raw_handler(reader, writer):
         writer.close()
 
 
+def serve(ssl_context=None):
+    return websockets.serve(handler, "127.0.0.1", 0, process_request=refusal, max_size=None,
+                            compression=None, ping_interval=None, ssl=ssl_context)
+
+
 async def main():
     stop = asyncio.get_running_loop().create_future()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)
-    async with websockets.serve(handler, "127.0.0.1", 0, process_request=refusal,
-                                max_size=None, compression=None,
-                                ping_interval=None) as server:
+    tls_port = 0
+    if len(sys.argv) == 4 and sys.argv[1] == "--tls":
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[2], sys.argv[3])
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        tls_server = await serve(context)
+        tls_port = tls_server.sockets[0].getsockname()[1]
+    async with serve() as server:
         raw = await asyncio.start_server(raw_handler, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         raw_port = raw.sockets[0].getsockname()[1]
-        print("LISTENING %d %d" % (port, raw_port), flush=True)
+        print("LISTENING %d %d %d" % (port, raw_port, tls_port), flush=True)
         await stop
         raw.close()
 
