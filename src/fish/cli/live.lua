@@ -210,7 +210,8 @@ function live.run(parsed)
   local chunks = {}
   if o.timestamps then
     request.timestamps = true
-    request.on_alignment = function(words, info) chunks[info.chunk_seq or 0] = words end
+    -- Each snapshot replaces its chunk's words; the chunks follow each other.
+    request.on_alignment = function(words, info) chunks[info.chunk_seq or info.chunk_offset or 0] = words end
   end
 
   local s = failure.protect(client.live, request)
