@@ -57,6 +57,7 @@ build = {
     ["fish.cli.failure"] = "src/fish/cli/failure.lua",
     ["fish.cli.fs"] = "src/fish/cli/fs.lua",
     ["fish.cli.hash"] = "src/fish/cli/hash.lua",
+    ["fish.cli.live"] = "src/fish/cli/live.lua",
     ["fish.cli.main"] = "src/fish/cli/main.lua",
     ["fish.cli.manifest"] = "src/fish/cli/manifest.lua",
     ["fish.cli.outdir"] = "src/fish/cli/outdir.lua",

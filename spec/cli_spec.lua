@@ -224,7 +224,7 @@ describe("fish-audio", function()
     it("--help lists every command, and says how keys, servers and exit codes work", function()
       local code, out = run(nil, { "--help" })
       assert.equals(0, code)
-      for _, name in ipairs({ "say", "voices", "batch", "transcribe", "credits" }) do
+      for _, name in ipairs({ "say", "live", "voices", "batch", "transcribe", "credits" }) do
         assert.matches("\n  " .. name .. " ", out, 1, true)
       end
       -- The flags fish-audio itself takes, besides the commands'.
@@ -255,7 +255,7 @@ describe("fish-audio", function()
           assert.truthy(out:find("--" .. option[1], 1, true), name .. ": --" .. option[1])
         end
       end
-      assert.same({ "say", "voices", "batch", "transcribe", "credits" }, main.COMMANDS)
+      assert.same({ "say", "live", "voices", "batch", "transcribe", "credits" }, main.COMMANDS)
       local code, out = run(nil, { "voices", "--help" })
       assert.equals(0, code)
       for _, sub in ipairs({ "list", "get", "create", "update", "delete", "wait" }) do

@@ -12,7 +12,7 @@
 -- (default: this checkout; its src/ and build/, built here with make);
 -- BENCH_CLI_DIR, where the fish-audio batch row writes (default /dev/shm);
 -- BENCH_ONLY, a comma-separated list of job-name prefixes to run (seq,
--- upload, latency, waiting, tasks, cli_batch, openresty, neovim); FISH_COMMIT, what to
+-- upload, latency, waiting, tasks, cli_batch, openresty, neovim, live); FISH_COMMIT, what to
 -- call the measured tree in the report when it is not a git checkout.
 -- Timings are never checked against anything: they are printed. A
 -- measurement that fails is reported and makes the exit status 1.
@@ -518,7 +518,7 @@ local function fmt_pct(x) return ("%.1f %%"):format(x) end
 local function fmt_rate(x) return ("%.1f /s"):format(x) end
 
 -- Each line: label, job, key, format, ratio kind, target; raw_job when the
--- raw column comes from another job.
+-- raw column comes from another job, raw_key when from another key.
 local lines = {
   { "CPU per request, 2,000 sequential 20 KB answers", "seq_small", "cpu_us", fmt_us, "ratio", "≤ 1.3×" },
   { "CPU per request, 300 sequential 1 MB answers", "seq_large", "cpu_us", fmt_us, "ratio", "≤ 1.3×" },
@@ -558,6 +558,11 @@ lines[#lines + 1] = { "Neovim (examples/nvim), one request waiting 3 s: fish wak
 lines[#lines + 1] = { "Neovim (examples/nvim), one request waiting 3 s: editor CPU", "neovim", "cpu_percent",
   fmt_pct, nil, "–" }
 
+-- ---- live TTS rows (fish.live): spec/bench/live_rows.lua -----------------------------
+dofile(BENCH .. "/live_rows.lua")({ job = job, lines = lines, sh = sh, must = must, q = q, parse = parse,
+  read_file = read_file, BENCH = BENCH, BUILD = BUILD, FISH = FISH, LUAS = LUAS, fmt_ms = fmt_ms })
+-- ---- end of the live TTS rows ---------------------------------------------------------
+
 local function cell(x, fmt)
   if x == nil then return "–" end
   return fmt(x)
@@ -571,7 +576,7 @@ local function print_table()
   for _, line in ipairs(lines) do
     local label, job_name, key, fmt, ratio_kind, target = line[1], line[2], line[3], line[4], line[5], line[6]
     if not chosen[job_name] then goto next_line end
-    local raw_values = values(line.raw_job or job_name, "raw", key)
+    local raw_values = values(line.raw_job or job_name, "raw", line.raw_key or key)
     local raw_m = median(raw_values)
     local row = { label, cell(raw_m, fmt) }
     local range = { label, #raw_values > 0 and ("%s – %s"):format(fmt(math.min(table.unpack(raw_values))),
@@ -583,6 +588,8 @@ local function print_table()
       local ratio = "–"
       if m and ratio_kind == "ratio" and raw_m and raw_m > 0 then
         ratio = ("%.2f×"):format(m / raw_m)
+      elseif m and ratio_kind == "diff" and raw_m then -- live rows: fish - raw C, in ms
+        ratio = ("%+.2f ms"):format(m - raw_m)
       elseif m and ratio_kind == "vs100" then
         local base = median(values("tasks_" .. TASK_COUNTS[1], lua.name, key))
         if base and base > 0 then ratio = ("%.2f× of 100"):format(m / base) end

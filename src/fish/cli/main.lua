@@ -8,7 +8,7 @@ local failure = require("fish.cli.failure")
 local main = {}
 
 -- In the order --help lists them.
-main.COMMANDS = { "say", "voices", "batch", "transcribe", "credits" }
+main.COMMANDS = { "say", "live", "voices", "batch", "transcribe", "credits" }
 
 local function command(name)
   for _, known in ipairs(main.COMMANDS) do
