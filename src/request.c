@@ -539,6 +539,14 @@ static void set_stream_body(lua_State *L, fish_request *r, fish_mp_body *b) {
         if (size != ref->size) r->upload_changed = ref->path;
     }
     r->body_length = fish_mp_body_length(b);
+    if (b->nrefs == 0) {
+        /* All in memory: libcurl reads the frozen buffer in place (no copy),
+         * and a small body leaves in the same packet as the headers, where
+         * a read callback would cost a second send. */
+        curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_length);
+        curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, b->buf.data ? b->buf.data : "");
+        return;
+    }
     curl_easy_setopt(r->easy, CURLOPT_POST, 1L);
     curl_easy_setopt(r->easy, CURLOPT_READFUNCTION, read_body);
     curl_easy_setopt(r->easy, CURLOPT_READDATA, (void *)r);
