@@ -40,8 +40,10 @@ tts.CALL_OPTIONS = { "model", "extra", "out", "on_chunk", "max_bytes" }
 for _, name in ipairs(util.CALL_OPTIONS) do tts.CALL_OPTIONS[#tts.CALL_OPTIONS + 1] = name end
 
 local KNOWN, NAMES = {}, {}
+local IS_FIELD = {} -- wire field names
 for _, field in ipairs(FIELDS) do
   KNOWN[field[1]] = true
+  IS_FIELD[field[1]] = true
   NAMES[#NAMES + 1] = field[1]
 end
 for _, name in ipairs(tts.CALL_OPTIONS) do
@@ -173,13 +175,35 @@ local CHECKS = {
   end,
 }
 
+-- How many wire fields args sets, so that the walks over FIELDS below can
+-- stop at the last one set instead of looking up all 19 (most calls set 1
+-- to 3). Unknown keys raise here, as util.check_known says them.
+local function count_fields(args)
+  local n = 0
+  for key in pairs(args) do
+    if IS_FIELD[key] then
+      n = n + 1
+    elseif not KNOWN[key] then
+      util.check_known(WHERE, args, KNOWN, NAMES)
+    end
+  end
+  return n
+end
+
 function tts.check(args)
   util.check_table(WHERE, args)
-  util.check_known(WHERE, args, KNOWN, NAMES)
+  local left = count_fields(args)
   if args.text == nil then fail("text", "is required") end
-  for _, field in ipairs(FIELDS) do
-    local name, kind, allowed = field[1], field[2], field[3]
-    if args[name] ~= nil then CHECKS[kind](name, args[name], allowed) end
+  local i = 0
+  while left > 0 do -- in FIELDS order, so the first bad field is the one reported
+    i = i + 1
+    local field = FIELDS[i]
+    local name = field[1]
+    local v = args[name]
+    if v ~= nil then
+      left = left - 1
+      CHECKS[field[2]](name, v, field[3])
+    end
   end
   if args.extra ~= nil then
     if type(args.extra) ~= "table" then fail("extra", "must be a table") end
@@ -264,21 +288,28 @@ local WRITERS = {
 -- sends it without copying it (fish.file references stream from disk), and
 -- every retry resends the same bytes. w:result() gives it as a string.
 function tts.encode(args)
-  local present = {}
-  for _, field in ipairs(FIELDS) do
-    if args[field[1]] ~= nil then present[#present + 1] = field end
-  end
+  local left = count_fields(args)
   -- tts.check has made sure extra's keys are strings.
-  local extra_keys = args.extra and util.sorted_keys(args.extra) or {}
+  local extra_keys = args.extra and util.sorted_keys(args.extra)
   local w = core.mp_writer()
-  w:map(#present + #extra_keys)
-  for _, field in ipairs(present) do
-    w:str(field[1])
-    WRITERS[field[2]](w, args[field[1]])
+  w:map(left + (extra_keys and #extra_keys or 0))
+  local i = 0
+  while left > 0 do
+    i = i + 1
+    local field = FIELDS[i]
+    local name = field[1]
+    local v = args[name]
+    if v ~= nil then
+      left = left - 1
+      w:str(name)
+      WRITERS[field[2]](w, v)
+    end
   end
-  for _, key in ipairs(extra_keys) do
-    w:str(key)
-    w:value(args.extra[key])
+  if extra_keys then
+    for _, key in ipairs(extra_keys) do
+      w:str(key)
+      w:value(args.extra[key])
+    end
   end
   return w
 end
