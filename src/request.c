@@ -102,6 +102,57 @@ static size_t keep_error_body(fish_request *r, const char *ptr, size_t n) {
     return n;
 }
 
+/* ---- a spare answer buffer -------------------------------------------- */
+
+/* Sequential calls each need a buffer the size of their answer. Freeing a
+ * large one and allocating the next, the allocator hands the pages back to
+ * the system and faults them in again (a 1 MB answer: ~256 page faults, in
+ * system time); instead the buffer of the last request closed is kept for
+ * the next. Only large ones (malloc recycles small blocks well by itself),
+ * and none over SPARE_MAX, which bounds what stays allocated while idle.
+ * Process-wide (Lua states on other threads share it): under fish_lock. */
+#define SPARE_MIN ((size_t)64 * 1024)
+#define SPARE_MAX ((size_t)8 * 1024 * 1024)
+static fish_buffer spare;
+
+/* Frees b, keeping its memory as the spare when it is the better one. */
+static void keep_spare(fish_buffer *b) {
+    if (b->cap >= SPARE_MIN && b->cap <= SPARE_MAX) {
+        fish_lock();
+        if (b->cap > spare.cap) {
+            fish_buffer kept = spare;
+            spare = *b;
+            *b = kept;
+        }
+        fish_unlock();
+    }
+    fish_buffer_free(b);
+}
+
+/* Gives the empty b the spare's memory, if that holds `want` bytes, cut
+ * to `want` (shrinking in place costs no fault, and the answer holds no
+ * more than it needs). */
+static void take_spare(fish_buffer *b, size_t want) {
+    if (want < SPARE_MIN || b->len != 0 || b->cap >= want) return;
+    fish_lock();
+    int taken = spare.cap >= want;
+    if (taken) {
+        fish_buffer mine = *b;
+        *b = spare;
+        spare = mine;
+    }
+    fish_unlock();
+    if (!taken) return;
+    b->len = 0;
+    if (b->cap > want) {
+        char *cut = realloc(b->data, want);
+        if (cut) {
+            b->data = cut;
+            b->cap = want;
+        }
+    }
+}
+
 /* At the first 2xx byte of the buffer sink: a declared length over
  * max_bytes fails now, before any of it is read; else the buffer takes its
  * whole size at once instead of doubling its way up from 256 bytes. A
@@ -121,6 +172,7 @@ static int size_from_length(fish_request *r) {
     uint64_t want = (uint64_t)length;
     if (r->max_bytes < 0 && want > RESERVE_LIMIT) want = RESERVE_LIMIT;
     if (want > SIZE_MAX) want = SIZE_MAX;
+    take_spare(&r->response, (size_t)want);
     /* Best effort: if it fails, the buffer grows as the bytes come. */
     (void)fish_buffer_reserve_exact(&r->response, (size_t)want);
     return 0;
@@ -768,7 +820,7 @@ static void request_release(fish_request *r) {
     r->file_path = NULL;
     fish_buffer_free(&r->body);
     close_body_files(r);
-    fish_buffer_free(&r->response);
+    keep_spare(&r->response);
     fish_buffer_free(&r->error_body);
     r->state = REQ_CLOSED;
 }
