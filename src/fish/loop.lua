@@ -167,7 +167,14 @@ function loop.spawn(fn, ...)
   if tasks.resuming or current_task() then return tasks.spawn(fn, ...) end
   local before = started
   local task = tasks.spawn_now(fn, ...)
-  if started ~= before and tracked_count <= KICK_LIMIT then pump() end
+  if started ~= before and tracked_count <= KICK_LIMIT then
+    -- On a new connection the first pass only begins connect(); a near
+    -- server has accepted by the time a zero-wait poll looks, and a second
+    -- pass sends the request. Neither pass waits.
+    pump()
+    loop.engine():poll(0)
+    pump()
+  end
   return task
 end
 
