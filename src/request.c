@@ -137,6 +137,7 @@ static void easy_put(CURL *e) {
 }
 
 /* ---- a spare answer buffer -------------------------------------------- */
+/* (drop_caches, at the end, empties both caches when a Lua state closes.) */
 
 /* Sequential calls each need a buffer the size of their answer. Freeing a
  * large one and allocating the next, the allocator hands the pages back to
@@ -1130,6 +1131,24 @@ static int request_tostring(lua_State *L) {
     return 1;
 }
 
+/* When a Lua state closes, the module may be unloaded right after it
+ * (dlclose), and what the caches hold would be lost for good: free it
+ * now. A state still running elsewhere only fills them again. */
+static int drop_caches(lua_State *L) {
+    (void)L;
+    CURL *handles[EASY_POOL];
+    fish_lock();
+    int n = easy_pooled;
+    for (int i = 0; i < n; i++) handles[i] = easy_pool[i];
+    easy_pooled = 0;
+    fish_buffer kept = spare;
+    fish_buffer_init(&spare);
+    fish_unlock();
+    for (int i = 0; i < n; i++) curl_easy_cleanup(handles[i]);
+    fish_buffer_free(&kept);
+    return 0;
+}
+
 int fish_open_request(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"id", request_id},         {"state", request_state},
@@ -1140,6 +1159,13 @@ int fish_open_request(lua_State *L) {
         {"buffered", request_buffered}, {NULL, NULL},
     };
     fish_class_register(L, FISH_REQUEST_MT, methods, request_close, request_tostring);
+    /* A registry anchor whose __gc runs when the state closes. */
+    lua_newuserdata(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, drop_caches);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "fish.request.caches");
     lua_pushcfunction(L, request_new);
     lua_setfield(L, -2, "request");
     return 0;
