@@ -196,6 +196,7 @@ print("RESULT", t:wait())
     local out, code = run_child([[
 local t
 t = fish.spawn(function()
+  coroutine.yield() -- the body starts inside fish.spawn, before t is assigned
   local a = { pcall(coroutine.wrap(function() return t:wait() end)) }
   local b = { fish.pcall(t.wait, t) }
   return a[2], b[2]
@@ -298,7 +299,9 @@ describe("task errors", function()
 
   local function spawn_failures(n)
     local tasks = {}
-    for i = 1, n do tasks[i] = fish.spawn(function() error("failure " .. i) end) end
+    -- Each yields first: fish.spawn runs a task at once until its first
+    -- wait, and these must fail in a step.
+    for i = 1, n do tasks[i] = fish.spawn(function() coroutine.yield() error("failure " .. i) end) end
     return tasks
   end
 

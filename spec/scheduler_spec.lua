@@ -206,6 +206,7 @@ describe("fish scheduler", function()
     local order = {}
     for i = 1, 2000 do
       fish.spawn(function()
+        coroutine.yield() -- ready for the next step (fish.spawn ran it up to here)
         order[#order + 1] = i
         local t = core.now()
         while core.now() - t < 0.0002 do end -- each task takes 0.2 ms of Lua time
@@ -247,7 +248,7 @@ describe("fish scheduler", function()
 
   it("a budget of 0 still resumes one task per step", function()
     local ran = 0
-    for _ = 1, 3 do fish.spawn(function() ran = ran + 1 end) end
+    for _ = 1, 3 do fish.spawn(function() coroutine.yield() ran = ran + 1 end) end
     assert.equal(2, fish.step(0, 0))
     assert.equal(1, ran)
     fish.run()
@@ -264,7 +265,10 @@ describe("fish scheduler", function()
   it("sends a request that a task started during a step before that step returns", function()
     srv:fault("/v1/tts", { slow_headers = 3 }) -- the answer waits; the request must not
     local c = fish.new({ api_key = srv.api_key, base_url = srv.url, retries = 0 })
-    local task = fish.spawn(function() return c.convert({ text = "sent in this frame", format = "pcm" }) end)
+    local task = fish.spawn(function()
+      coroutine.yield() -- on to the step: the request starts there
+      return c.convert({ text = "sent in this frame", format = "pcm" })
+    end)
     fish.step(0)
     assert.equal("running", task.status)
     -- No fish call from here on: only the server's own view.
@@ -276,6 +280,46 @@ describe("fish scheduler", function()
     assert.equal(1, seen)
     c.close()
     fish.run()
+  end)
+
+  it("fish.spawn outside a step runs the task up to its first wait and sends its request at once", function()
+    srv:fault("/v1/tts", { slow_headers = 3 }) -- the answer waits; the request must not
+    local c = fish.new({ api_key = srv.api_key, base_url = srv.url, retries = 0 })
+    local before = loop.stats()
+    local reached = false
+    local task = fish.spawn(function()
+      reached = true
+      return c.convert({ text = "sent from frame code", format = "pcm" })
+    end)
+    assert.is_true(reached)
+    assert.equal("running", task.status)
+    assert.equal(1, delta(before, loop.stats()).resumed)
+    -- No fish call from here on: only the server's own view.
+    local seen
+    local started = core.now()
+    repeat
+      seen = #srv:requests_for("POST", "/v1/tts")
+    until seen > 0 or core.now() - started > 2
+    assert.equal(1, seen)
+    c.close()
+    fish.run()
+  end)
+
+  it("fish.spawn inside a task leaves the new task for the next pass", function()
+    local inner_ran, inner_status
+    local outer = fish.spawn(function()
+      coroutine.yield()
+      local inner = fish.spawn(function() inner_ran = true end)
+      inner_status = inner.status
+      return inner_ran
+    end)
+    assert.is_nil(inner_ran)
+    fish.run()
+    local done, ran_before_return = outer:result()
+    assert.is_true(done)
+    assert.is_nil(ran_before_return)
+    assert.equal("running", inner_status)
+    assert.is_true(inner_ran)
   end)
 
   it("wakes a task whose request was canceled from outside fish", function()

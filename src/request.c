@@ -102,6 +102,92 @@ static size_t keep_error_body(fish_request *r, const char *ptr, size_t n) {
     return n;
 }
 
+/* ---- easy handles ------------------------------------------------------ */
+
+/* curl_easy_init builds a handle's whole state and curl_easy_cleanup frees
+ * it (about 11,000 instructions a request with libcurl 7.88); a handle
+ * cleared with curl_easy_reset costs less than half of that to set up
+ * again. So a closed request leaves its handle, reset, for the next one: a
+ * few, process-wide (Lua states on other threads share them), under
+ * fish_lock. Connections are not in the handle but in the engine's multi
+ * handle; what reset keeps (a TLS session cache) is matched by libcurl
+ * against each request's TLS settings before any reuse. */
+#define EASY_POOL 4
+static CURL *easy_pool[EASY_POOL];
+static int easy_pooled;
+
+static CURL *easy_get(void) {
+    CURL *e = NULL;
+    fish_lock();
+    if (easy_pooled > 0) e = easy_pool[--easy_pooled];
+    fish_unlock();
+    return e ? e : curl_easy_init();
+}
+
+/* Every option the request set is cleared here, before the handle waits. */
+static void easy_put(CURL *e) {
+    curl_easy_reset(e);
+    fish_lock();
+    if (easy_pooled < EASY_POOL) {
+        easy_pool[easy_pooled++] = e;
+        e = NULL;
+    }
+    fish_unlock();
+    if (e) curl_easy_cleanup(e);
+}
+
+/* ---- a spare answer buffer -------------------------------------------- */
+/* (drop_caches, at the end, empties both caches when a Lua state closes.) */
+
+/* Sequential calls each need a buffer the size of their answer. Freeing a
+ * large one and allocating the next, the allocator hands the pages back to
+ * the system and faults them in again (a 1 MB answer: ~256 page faults, in
+ * system time); instead the buffer of the last request closed is kept for
+ * the next. Only large ones (malloc recycles small blocks well by itself),
+ * and none over SPARE_MAX, which bounds what stays allocated while idle.
+ * Process-wide (Lua states on other threads share it): under fish_lock. */
+#define SPARE_MIN ((size_t)64 * 1024)
+#define SPARE_MAX ((size_t)8 * 1024 * 1024)
+static fish_buffer spare;
+
+/* Frees b, keeping its memory as the spare when it is the better one. */
+static void keep_spare(fish_buffer *b) {
+    if (b->cap >= SPARE_MIN && b->cap <= SPARE_MAX) {
+        fish_lock();
+        if (b->cap > spare.cap) {
+            fish_buffer kept = spare;
+            spare = *b;
+            *b = kept;
+        }
+        fish_unlock();
+    }
+    fish_buffer_free(b);
+}
+
+/* Gives the empty b the spare's memory, if that holds `want` bytes, cut
+ * to `want` (shrinking in place costs no fault, and the answer holds no
+ * more than it needs). */
+static void take_spare(fish_buffer *b, size_t want) {
+    if (want < SPARE_MIN || b->len != 0 || b->cap >= want) return;
+    fish_lock();
+    int taken = spare.cap >= want;
+    if (taken) {
+        fish_buffer mine = *b;
+        *b = spare;
+        spare = mine;
+    }
+    fish_unlock();
+    if (!taken) return;
+    b->len = 0;
+    if (b->cap > want) {
+        char *cut = realloc(b->data, want);
+        if (cut) {
+            b->data = cut;
+            b->cap = want;
+        }
+    }
+}
+
 /* At the first 2xx byte of the buffer sink: a declared length over
  * max_bytes fails now, before any of it is read; else the buffer takes its
  * whole size at once instead of doubling its way up from 256 bytes. A
@@ -121,6 +207,7 @@ static int size_from_length(fish_request *r) {
     uint64_t want = (uint64_t)length;
     if (r->max_bytes < 0 && want > RESERVE_LIMIT) want = RESERVE_LIMIT;
     if (want > SIZE_MAX) want = SIZE_MAX;
+    take_spare(&r->response, (size_t)want);
     /* Best effort: if it fails, the buffer grows as the bytes come. */
     (void)fish_buffer_reserve_exact(&r->response, (size_t)want);
     return 0;
@@ -551,6 +638,14 @@ static void set_stream_body(lua_State *L, fish_request *r, fish_mp_body *b) {
         if (size != ref->size) r->upload_changed = ref->path;
     }
     r->body_length = fish_mp_body_length(b);
+    if (b->nrefs == 0) {
+        /* All in memory: libcurl reads the frozen buffer in place (no copy),
+         * and a small body leaves in the same packet as the headers, where
+         * a read callback would cost a second send. */
+        curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_length);
+        curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, b->buf.data ? b->buf.data : "");
+        return;
+    }
     curl_easy_setopt(r->easy, CURLOPT_POST, 1L);
     curl_easy_setopt(r->easy, CURLOPT_READFUNCTION, read_body);
     curl_easy_setopt(r->easy, CURLOPT_READDATA, (void *)r);
@@ -726,7 +821,7 @@ static int request_new(lua_State *L) {
     luaL_getmetatable(L, FISH_REQUEST_MT);
     lua_setmetatable(L, -2);
 
-    r->easy = curl_easy_init();
+    r->easy = easy_get();
     if (!r->easy) return luaL_error(L, "curl_easy_init failed");
     r->state = REQ_IDLE;
 
@@ -781,7 +876,7 @@ static void request_release(fish_request *r) {
     /* Ours (O_EXCL) and never committed: a failed, canceled or abandoned
      * download leaves no .part behind. */
     if (r->file_created && !r->committed) remove(r->file_path);
-    curl_easy_cleanup(r->easy); /* after detach: the multi must let go first */
+    easy_put(r->easy); /* after detach: the multi must let go first */
     r->easy = NULL;
     curl_mime_free(r->mime); /* closes the upload files (free_upload) */
     r->mime = NULL;
@@ -791,7 +886,7 @@ static void request_release(fish_request *r) {
     r->file_path = NULL;
     fish_buffer_free(&r->body);
     close_body_files(r);
-    fish_buffer_free(&r->response);
+    keep_spare(&r->response);
     fish_buffer_free(&r->error_body);
     r->state = REQ_CLOSED;
 }
@@ -1091,6 +1186,24 @@ static int request_tostring(lua_State *L) {
     return 1;
 }
 
+/* When a Lua state closes, the module may be unloaded right after it
+ * (dlclose), and what the caches hold would be lost for good: free it
+ * now. A state still running elsewhere only fills them again. */
+static int drop_caches(lua_State *L) {
+    (void)L;
+    CURL *handles[EASY_POOL];
+    fish_lock();
+    int n = easy_pooled;
+    for (int i = 0; i < n; i++) handles[i] = easy_pool[i];
+    easy_pooled = 0;
+    fish_buffer kept = spare;
+    fish_buffer_init(&spare);
+    fish_unlock();
+    for (int i = 0; i < n; i++) curl_easy_cleanup(handles[i]);
+    fish_buffer_free(&kept);
+    return 0;
+}
+
 int fish_open_request(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"id", request_id},         {"state", request_state},
@@ -1102,6 +1215,13 @@ int fish_open_request(lua_State *L) {
         {NULL, NULL},
     };
     fish_class_register(L, FISH_REQUEST_MT, methods, request_close, request_tostring);
+    /* A registry anchor whose __gc runs when the state closes. */
+    lua_newuserdata(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, drop_caches);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "fish.request.caches");
     lua_pushcfunction(L, request_new);
     lua_setfield(L, -2, "request");
     return 0;

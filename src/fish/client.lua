@@ -150,6 +150,12 @@ end
 -- first_byte =, idle =, total = }, nil where there is none): the client's,
 -- overridden by the call's options.
 function State:call_settings(args, fn)
+  -- Most calls override none of these: the client's own settings, made
+  -- once (nothing downstream writes to the limits table).
+  if args.retries == nil and args.cancel == nil and args.timeout == nil and args.connect_timeout == nil
+    and args.first_byte_timeout == nil and args.idle_timeout == nil then
+    return self.retries, nil, self.call_limits
+  end
   local retries = self.retries
   if args.retries ~= nil then retries = check_retries(fn, args.retries) end
   if args.cancel ~= nil and not loop.is_token(args.cancel) then
@@ -168,7 +174,7 @@ end
 -- The header lines of one call: fish's own, then the client's extra
 -- headers, then the call's (a call's header replaces the client's of the
 -- same name), then the endpoint's (Content-Type, model).
-function State:headers(api_key, call_headers, endpoint_lines)
+local function build_headers(self, api_key, call_headers, endpoint_lines)
   local headers = {
     "Authorization: Bearer " .. api_key,
     "User-Agent: " .. self.user_agent,
@@ -184,6 +190,23 @@ function State:headers(api_key, call_headers, endpoint_lines)
   for _, name in ipairs(names) do headers[#headers + 1] = extra[name] end
   for _, line in ipairs(endpoint_lines or {}) do headers[#headers + 1] = line end
   return headers
+end
+
+-- `constant`: endpoint_lines is a list that never changes (convert's, made
+-- once per client). A call with the client's own key and no headers of its
+-- own then gets the same list as the last such call: built once, shared by
+-- the requests, which only read it.
+function State:headers(api_key, call_headers, endpoint_lines, constant)
+  if call_headers == nil and api_key == self.api_key and (constant or endpoint_lines == nil) then
+    local key = endpoint_lines or false
+    local headers = self.header_cache[key]
+    if not headers then
+      headers = build_headers(self, api_key, nil, endpoint_lines)
+      self.header_cache[key] = headers
+    end
+    return headers
+  end
+  return build_headers(self, api_key, call_headers, endpoint_lines)
 end
 
 -- Send one API call. spec: method, path, query, headers, body | mime, out,
@@ -204,16 +227,20 @@ function State:send(spec, args, fn)
     local extra = util.form_encode(util.query_pairs(fn, args.query))
     if extra ~= "" then query = query ~= "" and (query .. "&" .. extra) or extra end
   end
-  spec.url = self.base_url .. spec.path .. (query ~= "" and ("?" .. query) or "")
+  if query == "" then
+    spec.url = self.base_url .. spec.path
+  else
+    spec.url = self.base_url .. spec.path .. "?" .. query
+  end
   -- libcurl refuses URLs over 8,000,000 bytes with a bare "malformed": say
   -- which call and how long, before anything is sent.
   if #spec.url > 8000000 then
     util.raise(("%s: the request URL would be %d bytes, over libcurl's limit of 8,000,000: shorten the "
       .. "parameters (a filter such as 'title', or 'query')"):format(fn, #spec.url))
   end
-  spec.headers = self:headers(api_key, call_headers, spec.headers)
+  spec.headers = self:headers(api_key, call_headers, spec.headers, spec.constant_headers)
   -- Every key this call knows of is redacted from what it reports.
-  spec.secrets = { api_key, self.api_key }
+  spec.secrets = api_key == self.api_key and self.secrets or { api_key, self.api_key }
   spec.retries = retries
   spec.limits = limits
   spec.cancel = token
@@ -255,14 +282,19 @@ end
 
 -- ---- convert ------------------------------------------------------------------------
 
+local TTS_CONTENT_TYPE = "Content-Type: application/msgpack"
+
 local function convert(state, args)
   state:check_open("fish.convert")
   tts.check(args)
-  local headers = { "Content-Type: application/msgpack" }
+  -- The client's model (checked by fish.new) has its lines made once.
+  local headers, constant = state.tts_lines, true
   local model = args.model
-  if model == nil then model = state.model end
-  if model then
-    headers[#headers + 1] = "model: " .. util.check_header_value("fish.convert", "field 'model'", model)
+  if model ~= nil then
+    headers, constant = { TTS_CONTENT_TYPE }, false
+    if model then
+      headers[2] = "model: " .. util.check_header_value("fish.convert", "field 'model'", model)
+    end
   end
   -- The body is a msgpack writer: reference files stream from disk, and
   -- every attempt sends its bytes. Close it as soon as the call is over, so
@@ -272,6 +304,7 @@ local function convert(state, args)
     method = "POST",
     path = "/v1/tts",
     headers = headers,
+    constant_headers = constant,
     body = body,
     out = args.out,
     on_chunk = args.on_chunk,
@@ -357,6 +390,8 @@ function client.new(opts)
     if v == nil then v = limit[3] end
     limits[limit[2]] = check_limit(fn, limit[1], v)
   end
+  local call_limits = {} -- as call_settings gives them: nil for none
+  for key, v in pairs(limits) do call_limits[key] = v or nil end
   local retries = DEFAULT_RETRIES
   if opts.retries ~= nil then retries = check_retries(fn, opts.retries) end
   if opts.pause ~= nil and type(opts.pause) ~= "function" then
@@ -389,6 +424,11 @@ function client.new(opts)
     max_json_bytes = max_json_bytes,
     requests = setmetatable({}, { __mode = "k" }),
     closed = false,
+    -- Made once, the same for every call that does not override them.
+    call_limits = call_limits,
+    secrets = { api_key, api_key },
+    tts_lines = { TTS_CONTENT_TYPE, model and ("model: " .. model) or nil },
+    header_cache = setmetatable({}, { __mode = "k" }),
   }, State)
 
   local public = setmetatable({ base_url = base_url }, Client)

@@ -236,7 +236,32 @@ function loop.task_canceled()
   return task ~= nil and task.canceled
 end
 
-loop.spawn = tasks.spawn
+-- A request started outside a step is handed to libcurl at once only while
+-- this few run: each curl_multi_perform visits every running transfer, and
+-- a burst of thousands of spawns must not cost a pass over all of them each.
+-- Past it, requests go out at the next step, as they always may.
+local KICK_LIMIT = 32
+
+-- fish.spawn. Outside a step and outside any task (a game's frame code, a
+-- script), the task runs at once until its first wait, and a request it
+-- started leaves now rather than at the next step, so the answer can be
+-- seen by the very next fish.step. Inside a task (or a step's pass), the
+-- new task waits for the next pass, as it always did.
+function loop.spawn(fn, ...)
+  if type(fn) ~= "function" then error("fish.spawn: argument 1 must be a function", 2) end
+  if tasks.resuming or current_task() then return tasks.spawn(fn, ...) end
+  local before = started
+  local task = tasks.spawn_now(fn, ...)
+  if started ~= before and tracked_count <= KICK_LIMIT then
+    -- On a new connection the first pass only begins connect(); a near
+    -- server has accepted by the time a zero-wait poll looks, and a second
+    -- pass sends the request. Neither pass waits.
+    pump()
+    loop.engine():poll(0)
+    pump()
+  end
+  return task
+end
 
 loop.on_error = tasks.on_error
 

@@ -263,8 +263,7 @@ function tasks.next_timer()
   return entry and entry.at
 end
 
-function tasks.spawn(fn, ...)
-  if type(fn) ~= "function" then error("fish.spawn: argument 1 must be a function", 2) end
+local function new_task(fn, ...)
   local args = pack(...)
   local co = coroutine.create(function()
     return fn(unpack(args, 1, args.n))
@@ -274,7 +273,21 @@ function tasks.spawn(fn, ...)
   task_of[co] = task
   live_tasks[task] = true
   live = live + 1
+  return task
+end
+
+-- A task that starts at the next pass.
+function tasks.spawn(fn, ...)
+  if type(fn) ~= "function" then error("fish.spawn: argument 1 must be a function", 2) end
+  local task = new_task(fn, ...)
   enqueue(task)
+  return task
+end
+
+-- A task that runs at once, until its first wait (see loop.spawn).
+function tasks.spawn_now(fn, ...)
+  local task = new_task(fn, ...)
+  resume(task)
   return task
 end
 

@@ -40,8 +40,10 @@ tts.CALL_OPTIONS = { "model", "extra", "out", "on_chunk", "on_progress", "max_by
 for _, name in ipairs(util.CALL_OPTIONS) do tts.CALL_OPTIONS[#tts.CALL_OPTIONS + 1] = name end
 
 local KNOWN, NAMES = {}, {}
+local IS_FIELD = {} -- wire field names
 for _, field in ipairs(FIELDS) do
   KNOWN[field[1]] = true
+  IS_FIELD[field[1]] = true
   NAMES[#NAMES + 1] = field[1]
 end
 for _, name in ipairs(tts.CALL_OPTIONS) do
@@ -180,12 +182,35 @@ local CHECKS = {
   end,
 }
 
--- The request fields of `args` (FIELDS, extra, model), checked for the
--- public call `fn`. Whoever calls it has refused unknown keys.
-local function check_request(args)
-  for _, field in ipairs(FIELDS) do
-    local name, kind, allowed = field[1], field[2], field[3]
-    if args[name] ~= nil then CHECKS[kind](name, args[name], allowed) end
+-- How many wire fields args sets, so that the walks over FIELDS below can
+-- stop at the last one set instead of looking up all 19 (most calls set 1
+-- to 3). With `known`, a key that is neither a wire field nor known raises,
+-- as util.check_known says it.
+local function count_fields(args, known)
+  local n = 0
+  for key in pairs(args) do
+    if IS_FIELD[key] then
+      n = n + 1
+    elseif known and not known[key] then
+      util.check_known(WHERE, args, KNOWN, NAMES)
+    end
+  end
+  return n
+end
+
+-- The request fields of `args` (FIELDS, extra, model), `left` of them set.
+-- Whoever calls it has refused unknown keys.
+local function check_request(args, left)
+  local i = 0
+  while left > 0 do -- in FIELDS order, so the first bad field is the one reported
+    i = i + 1
+    local field = FIELDS[i]
+    local name = field[1]
+    local v = args[name]
+    if v ~= nil then
+      left = left - 1
+      CHECKS[field[2]](name, v, field[3])
+    end
   end
   if args.extra ~= nil then
     if type(args.extra) ~= "table" then fail("extra", "must be a table") end
@@ -204,16 +229,16 @@ end
 -- name. `text` is optional there (s.send gives the text).
 function tts.check_request(args, fn)
   WHERE = fn
-  local ok, why = pcall(check_request, args)
+  local ok, why = pcall(check_request, args, count_fields(args))
   WHERE = "fish.convert"
   if not ok then error(why, 0) end
 end
 
 function tts.check(args)
   util.check_table(WHERE, args)
-  util.check_known(WHERE, args, KNOWN, NAMES)
+  local left = count_fields(args, KNOWN)
   if args.text == nil then fail("text", "is required") end
-  check_request(args)
+  check_request(args, left)
   if args.out ~= nil then util.check_output_path(WHERE, "out", args.out) end
   if args.on_chunk ~= nil and type(args.on_chunk) ~= "function" then fail("on_chunk", "must be a function") end
   if args.on_progress ~= nil and type(args.on_progress) ~= "function" then fail("on_progress", "must be a function") end
@@ -289,21 +314,28 @@ local WRITERS = {
 -- With `w`, the request map is written into that writer (fish.live's start
 -- event holds it) and `w` is returned.
 function tts.encode(args, w)
-  local present = {}
-  for _, field in ipairs(FIELDS) do
-    if args[field[1]] ~= nil then present[#present + 1] = field end
-  end
+  local left = count_fields(args)
   -- tts.check has made sure extra's keys are strings.
-  local extra_keys = args.extra and util.sorted_keys(args.extra) or {}
+  local extra_keys = args.extra and util.sorted_keys(args.extra)
   w = w or core.mp_writer()
-  w:map(#present + #extra_keys)
-  for _, field in ipairs(present) do
-    w:str(field[1])
-    WRITERS[field[2]](w, args[field[1]])
+  w:map(left + (extra_keys and #extra_keys or 0))
+  local i = 0
+  while left > 0 do
+    i = i + 1
+    local field = FIELDS[i]
+    local name = field[1]
+    local v = args[name]
+    if v ~= nil then
+      left = left - 1
+      w:str(name)
+      WRITERS[field[2]](w, v)
+    end
   end
-  for _, key in ipairs(extra_keys) do
-    w:str(key)
-    w:value(args.extra[key])
+  if extra_keys then
+    for _, key in ipairs(extra_keys) do
+      w:str(key)
+      w:value(args.extra[key])
+    end
   end
   return w
 end

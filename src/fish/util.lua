@@ -81,6 +81,9 @@ end
 -- byte position of the first bad sequence. Overlong forms, surrogates and
 -- code points past U+10FFFF are bad, as in RFC 3629.
 function util.utf8_valid(s)
+  -- Plain ASCII, the common case, is valid: one scan in C instead of a
+  -- Lua loop over every byte.
+  if not s:find("[\128-\255]") then return true end
   local i, n = 1, #s
   while i <= n do
     local c = s:byte(i)

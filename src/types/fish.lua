@@ -473,7 +473,10 @@ function account.package(opts) end
 -- `fish.step(0)` each frame; a host event loop calls it from a timer.
 -- @section tasks
 
---- Run `fn(...)` as a task. It starts at the next `fish.run`, `fish.step` or `task:wait`.
+--- Run `fn(...)` as a task. Called outside any task (frame code, a script), it runs the task at once,
+-- until its first wait, before returning: a request the task makes goes out now, and the next
+-- `fish.step` can see the answer. (So the body's first slice cannot use the variable that the returned
+-- task is assigned to.) Called inside a task, the new task starts at the next pass of the scheduler.
 ---@param fn function the task's body
 ---@param ... any arguments for `fn`
 ---@return fish.Task task the task
