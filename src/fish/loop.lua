@@ -63,6 +63,8 @@ end
 --   moved():  the engine moved outside the driver (a request started or was
 --             canceled, a pump): its fds and timer may have changed.
 --   ended(request): the request is over (after its task was woken).
+--   lazy_spawn(): true when fish.spawn must queue the new task for the
+--             host's next pass instead of running it at once.
 --   wait(ready, deadline, on): wait outside a fish task as wait_for would;
 --             returns handled, result (handled false: wait the usual way).
 local host = {}
@@ -250,6 +252,10 @@ local KICK_LIMIT = 32
 function loop.spawn(fn, ...)
   if type(fn) ~= "function" then error("fish.spawn: argument 1 must be a function", 2) end
   if tasks.resuming or current_task() then return tasks.spawn(fn, ...) end
+  -- A host may say the caller's context cannot run task code now (Neovim's
+  -- fast event callbacks, where editor calls fail): the task then waits for
+  -- the host's next pass, as a spawn inside a task does.
+  if host.lazy_spawn and host.lazy_spawn() then return tasks.spawn(fn, ...) end
   local before = started
   local task = tasks.spawn_now(fn, ...)
   if started ~= before and tracked_count <= KICK_LIMIT then

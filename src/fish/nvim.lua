@@ -132,6 +132,9 @@ loop.host.moved = function()
   arm(loop.due())
 end
 tasks.hooks.ready = M.schedule
+-- fish.spawn runs a new task at once, unless called from a fast event (a
+-- luv callback), where editor calls fail: then it runs in vim.schedule.
+loop.host.lazy_spawn = function() return vim.in_fast_event() end
 -- What is already running or ready when this is required.
 loop.host.moved()
 if tasks.queued() > 0 then M.schedule() end
