@@ -196,6 +196,90 @@ else
       assert.is_true(res.cpu_seconds < 0.15, ("the editor used %.3f s of CPU over %.1f s")
         :format(res.cpu_seconds, res.elapsed))
     end)
+
+    -- fish.live under fish.nvim (spec/support/hosts/nvim_live.lua).
+    local function live(mode)
+      local result = dir .. "/live.json"
+      os.remove(result)
+      local env = {
+        FISH_SPEC_ROOT = ROOT, FISH_SPEC_RESULT = result, FISH_SPEC_LIVE_MODE = mode,
+        FISH_API_KEY = srv.api_key, FISH_BASE_URL = srv.url,
+        XDG_STATE_HOME = dir, XDG_DATA_HOME = dir, XDG_CACHE_HOME = dir, XDG_CONFIG_HOME = dir,
+        NVIM_LOG_FILE = dir .. "/nvim-internal.log",
+      }
+      local cmd = with_env(env, "timeout -k 2 15 nvim --headless --clean -u NONE -i NONE -n -c " ..
+        q("luafile " .. HOSTS .. "/nvim_live.lua") .. " </dev/null >" .. q(dir .. "/nvim.log"))
+      local ran = run("cd " .. q(dir) .. " && " .. cmd)
+      local text = read_file(result)
+      assert(text, "nvim wrote no result (exit ok: " .. tostring(ran) .. "):\n" .. (read_file(dir .. "/nvim.log") or ""))
+      return cjson.decode(text)
+    end
+
+    -- Over an idle stretch of a session (nothing sent, no audio due) the
+    -- driver sleeps: a polling one would wake 100 times a second.
+    local function assert_idle(res)
+      local idle = assert(res.idle, "no idle stretch measured")
+      local wakeups = idle.socket_events + idle.timer_fires + idle.passes
+      assert.is_true(wakeups <= 4, ("%d wakeups (%d socket events, %d timer, %d passes) over %.1f s idle")
+        :format(wakeups, idle.socket_events, idle.timer_fires, idle.passes, idle.seconds))
+    end
+
+    local function assert_editor_ran(res)
+      assert.is_true(res.ticks >= res.elapsed * 50 * 0.4, ("the editor's timer ticked %d times in %.1f s")
+        :format(res.ticks, res.elapsed))
+      assert.is_true(res.max_gap < 0.5, "the editor's timer stalled for " .. res.max_gap .. " s")
+    end
+
+    it("fish.live: a task awaits finish() while the editor runs, and gets all the audio", function()
+      srv:reset()
+      srv:fault("/v1/tts/live", { audio_delay = 2.5 })
+      local res = live("await")
+      assert(res.ok, "the session failed: " .. tostring(res.error))
+      assert.equal("done", res.state)
+      local record = srv:live_sessions()[1]
+      local names = {}
+      for _, event in ipairs(record.events) do names[#names + 1] = event.event end
+      assert.same({ "start", "text", "text", "text", "stop" }, names)
+      assert.is_true(record.audio_bytes > 0)
+      assert.equal(record.audio_bytes, res.bytes)
+      assert.equal(record.audio_events, res.blocks)
+      -- The audio came after the 2.5 s hold, to the task's wait.
+      assert.is_true(res.first_audio_at >= 2.5, "first audio at " .. tostring(res.first_audio_at))
+      assert.equal(0, res.idle.blocks_before)
+      assert.is_false(res.in_fast_event)
+      assert_idle(res)
+      assert_editor_ran(res)
+    end)
+
+    it("fish.live: callbacks with nobody waiting, a session made before fish.nvim, finish() later", function()
+      srv:reset()
+      srv:fault("/v1/tts/live", { audio_delay = 0.3 })
+      local res = live("callbacks")
+      assert(res.ok, "the session failed: " .. tostring(res.error))
+      assert.equal("done", res.state)
+      -- The first flush's audio reached on_audio before anyone waited.
+      assert.is_true(res.idle.blocks_before > 0, "no audio delivered before finish()")
+      assert.is_true(res.first_audio_at < res.finish_started)
+      local record = srv:live_sessions()[1]
+      assert.equal(record.audio_bytes, res.bytes)
+      assert.equal(record.audio_events, res.blocks)
+      assert.equal("stop", record.events[#record.events].event)
+      assert.is_false(res.in_fast_event)
+      assert_idle(res)
+      assert_editor_ran(res)
+    end)
+
+    it("fish.live: the first-audio limit ends a session nobody waits on", function()
+      srv:reset()
+      srv:fault("/v1/tts/live", { audio_delay = 5 })
+      local res = live("timeout")
+      -- Failed before anyone called finish() (which would check the limit itself).
+      assert.equal("failed", res.state_before)
+      assert.equal("failed", res.state)
+      assert.is_false(res.ok)
+      assert.matches("no audio within 0.5s", tostring(res.error))
+      assert.equal(0, res.blocks)
+    end)
   end)
 end
 

@@ -154,6 +154,7 @@ function Session:connect()
   self.connect_at = core.now()
   for _, message in ipairs(self.log) do sock:send(message) end
   loop.add_live(sock, self)
+  loop.live_due(self:next_due()) -- the connect limit
 end
 
 -- Queue one event for the server. Until the socket is open each is also
@@ -400,6 +401,8 @@ function Session:drive(done)
     end
   end)
   self.waiters[key] = nil
+  -- Nobody may wait now: fish.step (or a host driver) runs the timers.
+  loop.live_due(self:next_due())
   if not ok then error(why, 0) end
 end
 
@@ -442,6 +445,9 @@ end
 -- its first words must not time out.
 function Session:owe_audio()
   if self.has_words and not self.owed_at then self.owed_at = core.now() end
+  -- The first-audio or idle limit may have started here, outside any step:
+  -- a host driver that runs fish.live's step only when it is due must know.
+  loop.live_due(self:next_due())
 end
 
 function Session:send(text)

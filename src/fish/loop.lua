@@ -31,6 +31,7 @@ local changed_scratch = {}                              -- live sockets with new
 local live_owner = setmetatable({}, { __mode = "v" })   -- engine id -> the live session on that socket
 local live_step                                         -- fish.live's delivery, run by every fish.step
 local live_due_at                                       -- when live_step last asked to run again
+local live_news = false                                 -- a live socket had news since live_step last ran
 
 local WAIT = tasks.WAIT
 local HOST_PAUSE_STEP = 0.01 -- a host pause cannot be woken by a socket: poll this often
@@ -153,13 +154,20 @@ local function settle(running, curl_in)
   -- waiters; the caller's callbacks run later, from a step or a wait.
   for i = 1, #changed_scratch do
     local owner = live_owner[changed_scratch[i]]
-    if owner then owner:changed() end
+    if owner then
+      owner:changed()
+      live_news = true
+    end
   end
   if running and running < tracked_count then sweep() end
   local now = core.now()
   local due = deadlines.enforce(now, cancel_request)
   due = earliest(due, tasks.fire_timers(now))
   if curl_in then due = earliest(due, now + curl_in) end
+  -- fish.live's own timers (a time limit, a retry) run in its step, so a
+  -- host driver arming its timer from this must count them. One already
+  -- due needs a pass, not a timer (loop.live_wants says so).
+  if live_due_at and live_due_at > now then due = earliest(due, live_due_at) end
   pump_due = due
   return due
 end
@@ -380,6 +388,22 @@ end
 
 loop.notify = tasks.request_ended
 
+-- A live session's timers changed outside its step (text or a stop made
+-- audio owed, a waiter left): it wants its step by `at` (nil: no change).
+-- A host driver then re-arms its timer.
+function loop.live_due(at)
+  if at == nil then return end
+  live_due_at = earliest(live_due_at, at)
+  if host.moved then host.moved() end
+end
+
+-- For host drivers, which run a pass only when something needs one: does
+-- fish.live's step need to run (news on a socket nobody may wait on, or
+-- one of its timers due)?
+function loop.live_wants(now)
+  return live_news or (live_due_at ~= nil and live_due_at <= now)
+end
+
 -- fn(now) runs at the end of every fish.step and returns the next time it
 -- wants to run, or nil: fish.live delivers there what sessions nobody
 -- waits on have received, and runs their timers.
@@ -436,6 +460,7 @@ end
 -- timers): after each pass. Returns how many deliveries it made.
 local function run_live_step()
   if not live_step then return 0 end
+  live_news = false
   local due, delivered = live_step(core.now())
   live_due_at = due
   return delivered or 0
