@@ -527,6 +527,53 @@ else
       assert.equal(1, #srv:requests())
     end)
 
+    it("runs a live session (fish.live) in a handler while the worker keeps serving", function()
+      -- The server holds the audio 1 s after stop: the handler waits in
+      -- finish() on the driver's semaphore meanwhile.
+      srv:fault("/v1/tts/live", { audio_delay = 1 })
+      local script = table.concat({
+        ("curl -sS --max-time 10 -o %s -w '%%{http_code}' %s > %s &"):format(q(dir .. "/live"),
+          q(nginx.url .. "/live?text=Hello%20there.%20How%20are%20you%20today%3F"), q(dir .. "/live.status")),
+        "sleep 0.5",
+        ("curl -sS --max-time 5 -o /dev/null -w '%%{http_code} %%{time_total}' %s > %s"):format(
+          q(nginx.url .. "/ping"), q(dir .. "/ping.status")),
+        "wait",
+      }, "\n")
+      local ok, out = run("sh -c " .. q(script))
+      assert(ok, out)
+      local status = read_file(dir .. "/live.status") or ""
+      local body = read_file(dir .. "/live") or ""
+      assert.equal("200", status, status .. body .. "\n" .. nginx:log())
+      assert.is_true(is_audio(body), "not audio: " .. server.hex(body:sub(1, 8)))
+      -- All the audio the server sent, for the text sent word by word.
+      local record = srv:live_sessions()[1]
+      assert.equal(record.audio_bytes, #body)
+      local texts, names = {}, {}
+      for _, event in ipairs(record.events) do
+        names[#names + 1] = event.event
+        if event.event == "text" then texts[#texts + 1] = event.text end
+      end
+      assert.equal("start", names[1])
+      assert.equal("stop", names[#names])
+      assert.equal("Hello there. How are you today?", table.concat(texts))
+      assert.equal(6, #texts)
+      assert.equal(1000, record.client_close and record.client_close.code)
+      -- The worker answered /ping while the session waited for its audio.
+      local ping = read_file(dir .. "/ping.status") or ""
+      local ping_seconds = tonumber(ping:match("^200 ([%d.]+)"))
+      assert(ping_seconds, "ping: " .. ping)
+      assert.is_true(ping_seconds < 0.3, "the worker answered /ping after " .. ping_seconds .. " s")
+      -- The driver stopped with the session.
+      local stats
+      for _ = 1, 20 do
+        stats = nginx:fish_stats()
+        if stats.running == 0 then break end
+        sleep(0.05)
+      end
+      assert.equal(0, stats.running)
+      assert.is_nil(nginx:log():match("fish driver failed"), nginx:log())
+    end)
+
     it("answers 400 without text, and a fish error as 502", function()
       local ok, out = run("curl -s --max-time 5 -w ' %{http_code}' " .. q(nginx.url .. "/say"))
       assert(ok, out)

@@ -426,6 +426,7 @@ local function step(now)
   return due, ran
 end
 loop.set_live_step(step)
+loop.live_active = function() return next(active) ~= nil end
 
 -- ---- the public handle ------------------------------------------------------------
 

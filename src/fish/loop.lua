@@ -66,6 +66,9 @@ end
 --   ended(request): the request is over (after its task was woken).
 --   wait(ready, deadline, on): wait outside a fish task as wait_for would;
 --             returns handled, result (handled false: wait the usual way).
+--             on.request may be a request, or a key of loop.wait_on.
+--   notify(key): loop.notify(key) was called (a live session has news for
+--             whoever waits on `key` with loop.wait_on).
 local host = {}
 loop.host = host
 
@@ -386,7 +389,12 @@ function loop.wait_on(key, ready, deadline, pause, on_cancel)
   return wait_for(ready, deadline, pause, on_cancel, { request = key })
 end
 
-loop.notify = tasks.request_ended
+-- Wake what waits on `key`: a task (as when a request ends), or, through
+-- the host's hook, a wait outside tasks (fish.openresty's semaphore).
+function loop.notify(key)
+  tasks.request_ended(key)
+  if host.notify then host.notify(key) end
+end
 
 -- A live session's timers changed outside its step (text or a stop made
 -- audio owed, a waiter left): it wants its step by `at` (nil: no change).
@@ -409,6 +417,12 @@ end
 -- waits on have received, and runs their timers.
 function loop.set_live_step(fn)
   live_step = fn
+end
+
+-- Is any live session still open? fish.live replaces this; a host driver
+-- that runs only while something is under way counts these too.
+function loop.live_active()
+  return false
 end
 
 -- Sleep; a cancel token ends the sleep early. Returns false if canceled.
