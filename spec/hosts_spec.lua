@@ -269,6 +269,18 @@ else
       assert_editor_ran(res)
     end)
 
+    it("fish.live: a send bigger than the socket's buffers goes out with nobody waiting", function()
+      srv:reset()
+      local res = live("bulk")
+      assert(res.ok, "the session failed: " .. tostring(res.error))
+      local record = srv:live_sessions()[1]
+      assert.equal(16 * 1024 * 1024, #record.events[2].text)
+      assert.equal(string.rep("Hello there. ", 25), record.events[3].text)
+      assert.equal("stop", record.events[4].event)
+      assert.is_true(record.audio_bytes > 0)
+      assert.equal(record.audio_bytes, res.bytes)
+    end)
+
     it("fish.live: the first-audio limit ends a session nobody waits on", function()
       srv:reset()
       srv:fault("/v1/tts/live", { audio_delay = 5 })

@@ -165,7 +165,13 @@ end
 function Session:emit(message)
   if self.log then self.log[#self.log + 1] = message end
   local sock = self.sock
-  if sock and sock:state() ~= "closed" then sock:send(message) end
+  if sock and sock:state() ~= "closed" then
+    sock:send(message)
+    -- What the socket could not write now waits for POLLOUT: a host driver
+    -- that watches its fd must learn of it here, since a send (from the
+    -- host's own code) moves no engine and so no driver looks by itself.
+    loop.moved()
+  end
 end
 
 -- The engine has news on our socket (called from the pump: no callbacks).

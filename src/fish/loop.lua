@@ -396,6 +396,12 @@ function loop.notify(key)
   if host.notify then host.notify(key) end
 end
 
+-- C code changed what the engine watches outside an engine move (a live
+-- socket's send left output for POLLOUT): a host driver looks again.
+function loop.moved()
+  if host.moved then host.moved() end
+end
+
 -- A live session's timers changed outside its step (text or a stop made
 -- audio owed, a waiter left): it wants its step by `at` (nil: no change).
 -- A host driver then re-arms its timer.

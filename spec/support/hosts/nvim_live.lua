@@ -13,6 +13,10 @@
 --              and a flush go out, the audio reaches on_audio with nobody
 --              waiting, then comes the idle stretch, and only later a task
 --              calls finish().
+--   bulk:      once the socket is open, a send too big for the socket's
+--              buffers and one of 325 characters, from an editor timer;
+--              with nobody waiting, their audio must come (then a task
+--              calls finish()).
 --   timeout:   first_audio_timeout = 0.5 and a server that holds the audio
 --              back: with nobody waiting, the session must fail on fish.live's
 --              own timer.
@@ -73,10 +77,16 @@ local main_ok, main_err = pcall(function()
     done({ ok = false, error = "the session did not end within 12 s", state = s and s.state() })
   end))
 
+  local on_first_audio -- run once the first audio came
   local function on_audio(bytes)
     res.blocks = res.blocks + 1
     res.bytes = res.bytes + #bytes
     res.first_audio_at = res.first_audio_at or now()
+    if on_first_audio then
+      local go = on_first_audio
+      on_first_audio = nil
+      vim.schedule(go)
+    end
     res.in_fast_event = res.in_fast_event or vim.in_fast_event()
   end
   local opts = { reference_id = "", format = "mp3", on_audio = on_audio, idle_timeout = 10 }
@@ -132,6 +142,25 @@ local main_ok, main_err = pcall(function()
     measure(900, 2900)
     at(3000, function() assert(s.send(" Fine, thanks.")) end)
     at(3100, finish_in_task)
+  elseif mode == "bulk" then
+    -- More than the socket takes at once (16 MB of spaces, which the server
+    -- synthesises to nothing): the rest waits in the socket for POLLOUT,
+    -- which the driver must then watch for, though no fish call moved the
+    -- engine since the send.
+    -- Once the socket is open, so the bytes go straight to it.
+    local check = uv.new_timer()
+    check:start(20, 20, vim.schedule_wrap(function()
+      if s.state() ~= "open" or not check:is_active() then return end
+      check:stop()
+      assert(s.send(string.rep(" ", 16 * 1024 * 1024)))
+      -- No flush (which would start a time limit, and so re-arm the
+      -- driver): the server speaks once it holds chunk_length (300)
+      -- characters.
+      assert(s.send(string.rep("Hello there. ", 25)))
+      -- Nobody waits now: only the driver can get the rest out, and the
+      -- audio back. finish() is called once that audio came.
+      on_first_audio = finish_in_task
+    end))
   else -- timeout
     at(50, function()
       assert(s.send("Hello there."))
