@@ -570,6 +570,7 @@ else
       assert.equal("Hello there. How are you today?", table.concat(texts))
       assert.equal(6, #texts)
       assert.equal(1000, record.client_close and record.client_close.code)
+
       -- The worker answered /ping while the session waited for its audio.
       local ping = read_file(dir .. "/ping.status") or ""
       local ping_seconds = tonumber(ping:match("^200 ([%d.]+)"))
@@ -584,6 +585,42 @@ else
       end
       assert.equal(0, stats.running)
       assert.is_nil(nginx:log():match("fish driver failed"), nginx:log())
+    end)
+
+    it("opens a live session's socket while the handler is still writing its text", function()
+      -- 0.3 s between words: the handler sleeps (ngx.sleep), not waiting
+      -- on fish, for 1.5 s before it calls finish().
+      local status = dir .. "/slow.status"
+      os.remove(status)
+      local ok, out = run(("curl -sS --max-time 10 -o /dev/null -w '%%{http_code}' %s > %s 2>&1 &"):format(
+        q(nginx.url .. "/live?pause=0.3&text=one%20two%20three%20four%20five%20six"), q(status)))
+      assert(ok, out)
+      -- Look at the server while the handler writes: its session is there,
+      -- started, with some of the text. A socket moved only from finish()
+      -- would send start, all six words and stop at once.
+      local function count_texts(record)
+        local texts = 0
+        for _, event in ipairs(record.events) do
+          if event.event == "text" then texts = texts + 1 end
+        end
+        return texts
+      end
+      local partial
+      for _ = 1, 100 do
+        local record = srv:live_sessions({ wait = 0 })[1]
+        if record and record.events[1] and record.events[1].event == "start" and count_texts(record) < 6 then
+          partial = count_texts(record)
+        end
+        if partial or (read_file(status) or "") ~= "" then break end
+        sleep(0.05)
+      end
+      for _ = 1, 100 do
+        if (read_file(status) or "") ~= "" then break end
+        sleep(0.05)
+      end
+      assert.equal("200", read_file(status), nginx:log())
+      assert.is_number(partial, "the server saw the session only once the handler called finish()")
+      assert.equal(6, count_texts(srv:live_sessions()[1]))
     end)
 
     it("answers 400 without text, and a fish error as 502", function()

@@ -84,16 +84,19 @@ function M.say()
   ngx.print(audio)
 end
 
--- GET /live?text=...: the same speech through a live session (fish.live),
--- the text sent word by word as a handler that produces it bit by bit
--- would (here with a short ngx.sleep between words), the audio collected
+-- GET /live?text=...[&pause=s]: the same speech through a live session
+-- (fish.live), the text sent word by word as a handler that produces it bit
+-- by bit would (here with an ngx.sleep between words), the audio collected
 -- by on_audio and sent back as MP3 once the session is done. finish()
 -- sleeps on the driver's semaphore like convert() does.
 function M.live()
-  local text = ngx.req.get_uri_args(10).text
+  local args = ngx.req.get_uri_args(10)
+  local text = args.text
   if type(text) ~= "string" or text:match("^%s*$") then
-    return fail(ngx.HTTP_BAD_REQUEST, "usage: /live?text=...")
+    return fail(ngx.HTTP_BAD_REQUEST, "usage: /live?text=...[&pause=seconds between words, up to 1]")
   end
+  local pause = tonumber(args.pause) or 0.02
+  if pause ~= pause or pause < 0 or pause > 1 then return fail(ngx.HTTP_BAD_REQUEST, "pause: 0 to 1 s") end
   local made, c = pcall(get_client)
   if not made then
     ngx.log(ngx.ERR, tostring(c))
@@ -108,7 +111,7 @@ function M.live()
   })
   for word in text:gmatch("%S+%s*") do
     if not session.send(word) then break end -- ended early: finish() says why
-    ngx.sleep(0.02)
+    ngx.sleep(pause)
   end
   local ok, message, err = session.finish()
   if token.canceled then return ngx.exit(499) end

@@ -178,6 +178,13 @@ function M.start(opts)
   loop.host.wait = wait
   loop.host.ended = ended
   loop.host.notify = ended -- a live session's news: wake its waiter the same way
+  -- A live session's socket must open and send while its handler is still
+  -- writing text (sleeping between pieces, not waiting on fish): start the
+  -- driver as soon as one is open, not at the first wait. In a phase
+  -- without timers (init_by_lua) the first wait starts it instead.
+  loop.host.moved = function()
+    if not driving and loop.live_active() then pcall(ensure_driver) end
+  end
 end
 
 -- The driver's counters: passes (looks at the sockets), posts (waiters
