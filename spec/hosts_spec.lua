@@ -281,6 +281,17 @@ else
       assert.equal(record.audio_bytes, res.bytes)
     end)
 
+    it("fish.live: cancel() from editor code drops the driver's handle on the socket at once", function()
+      srv:reset()
+      local res = live("cancel")
+      assert(res.ok, tostring(res.error))
+      assert.equal("canceled", res.state)
+      assert.equal(1, res.sockets_open)
+      -- A handle left on a closed fd could, once the number is reused,
+      -- unwatch someone else's fd when it is finally stopped.
+      assert.equal(0, res.sockets_after)
+    end)
+
     it("fish.live: the first-audio limit ends a session nobody waits on", function()
       srv:reset()
       srv:fault("/v1/tts/live", { audio_delay = 5 })

@@ -106,10 +106,15 @@ function Session:finish_with(err)
   else
     self.phase = "done"
   end
-  if self.sock then self.sock:close() end
+  local sock = self.sock
+  if sock then sock:close() end
   self.sock = nil
   self.log = nil
   active[self] = nil
+  -- Its fd is closed now: a host driver drops its handle on it before the
+  -- number can be reused (a cancel from the host's own code moves no
+  -- engine, so no driver would look by itself).
+  if sock then loop.moved() end
   self:queue_event(self:terminal_event())
   self:wake_waiters()
 end

@@ -17,6 +17,7 @@
 --              buffers and one of 325 characters, from an editor timer;
 --              with nobody waiting, their audio must come (then a task
 --              calls finish()).
+--   cancel:    once the socket is open, cancel() from an editor timer.
 --   timeout:   first_audio_timeout = 0.5 and a server that holds the audio
 --              back: with nobody waiting, the session must fail on fish.live's
 --              own timer.
@@ -160,6 +161,17 @@ local main_ok, main_err = pcall(function()
       -- Nobody waits now: only the driver can get the rest out, and the
       -- audio back. finish() is called once that audio came.
       on_first_audio = finish_in_task
+    end))
+  elseif mode == "cancel" then
+    local check = uv.new_timer()
+    check:start(20, 20, vim.schedule_wrap(function()
+      if s.state() ~= "open" or not check:is_active() then return end
+      check:stop()
+      local sockets_open = nvim.stats().sockets
+      s.cancel()
+      -- Before anything moves the engine again: the socket's fd is closed,
+      -- so the driver must have dropped its poll handle on it already.
+      done({ ok = true, state = s.state(), sockets_open = sockets_open, sockets_after = nvim.stats().sockets })
     end))
   else -- timeout
     at(50, function()
