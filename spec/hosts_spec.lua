@@ -269,6 +269,23 @@ else
       assert_editor_ran(res)
     end)
 
+    it("fish.live: a refused connection is retried on the driver's timer, with nobody waiting", function()
+      srv:reset()
+      srv:fault("/v1/tts/live", { status = 503 })
+      srv:fault("/v1/tts/live", { audio_delay = 0.3 })
+      local res = live("callbacks")
+      assert(res.ok, "the session failed: " .. tostring(res.error))
+      local handshakes = 0
+      for _, request in ipairs(srv:requests()) do
+        if request.path == "/v1/tts/live" then handshakes = handshakes + 1 end
+      end
+      assert.equal(2, handshakes)
+      -- The retry and the audio came before anyone waited in finish().
+      assert.is_true(res.idle.blocks_before > 0, "no audio delivered before finish()")
+      local record = srv:live_sessions()[1]
+      assert.equal(record.audio_bytes, res.bytes)
+    end)
+
     it("fish.live: a send bigger than the socket's buffers goes out with nobody waiting", function()
       srv:reset()
       local res = live("bulk")
