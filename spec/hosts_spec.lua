@@ -651,6 +651,23 @@ else
       assert.equal(6, count_texts(srv:live_sessions()[1]))
     end)
 
+    it("cancels a live session when its client goes away (ngx.on_abort)", function()
+      srv:fault("/v1/tts/live", { audio_delay = 3 })
+      run("curl -s --max-time 0.5 -o /dev/null " .. q(nginx.url .. "/live?text=abandoned"))
+      local record
+      for _ = 1, 40 do
+        record = srv:live_sessions({ wait = 0 })[1]
+        if record and record.ended then break end
+        sleep(0.05)
+      end
+      -- The server holds the audio for 3 s: a session that ended without
+      -- any was closed by the handler's cancel, woken on its semaphore.
+      assert.is_truthy(record, "no live session reached the server")
+      assert.is_true(record.ended, "the abandoned session is still open")
+      assert.equal(0, record.audio_events)
+      assert.equal("stop", record.events[#record.events].event)
+    end)
+
     it("answers 400 without text, and a fish error as 502", function()
       local ok, out = run("curl -s --max-time 5 -w ' %{http_code}' " .. q(nginx.url .. "/say"))
       assert(ok, out)
