@@ -24,6 +24,7 @@ files["spec/msgpack_spec.lua"] = { max_line_length = false }
 -- Host programs: each host's own global.
 files["examples/nvim"] = { globals = { "vim" } }
 files["spec/support/hosts/nvim_say.lua"] = { globals = { "vim" } }
+files["spec/support/hosts/nvim_live.lua"] = { globals = { "vim" } }
 files["examples/openresty"] = { globals = { "ngx" } }
 files["examples/game_loop.lua"] = { globals = { "love" } }
 files["examples/love"] = { globals = { "love" } }

@@ -196,6 +196,130 @@ else
       assert.is_true(res.cpu_seconds < 0.15, ("the editor used %.3f s of CPU over %.1f s")
         :format(res.cpu_seconds, res.elapsed))
     end)
+
+    -- fish.live under fish.nvim (spec/support/hosts/nvim_live.lua).
+    local function live(mode)
+      local result = dir .. "/live.json"
+      os.remove(result)
+      local env = {
+        FISH_SPEC_ROOT = ROOT, FISH_SPEC_RESULT = result, FISH_SPEC_LIVE_MODE = mode,
+        FISH_API_KEY = srv.api_key, FISH_BASE_URL = srv.url,
+        XDG_STATE_HOME = dir, XDG_DATA_HOME = dir, XDG_CACHE_HOME = dir, XDG_CONFIG_HOME = dir,
+        NVIM_LOG_FILE = dir .. "/nvim-internal.log",
+      }
+      local cmd = with_env(env, "timeout -k 2 15 nvim --headless --clean -u NONE -i NONE -n -c " ..
+        q("luafile " .. HOSTS .. "/nvim_live.lua") .. " </dev/null >" .. q(dir .. "/nvim.log"))
+      local ran = run("cd " .. q(dir) .. " && " .. cmd)
+      local text = read_file(result)
+      assert(text, "nvim wrote no result (exit ok: " .. tostring(ran) .. "):\n" .. (read_file(dir .. "/nvim.log") or ""))
+      return cjson.decode(text)
+    end
+
+    -- Over an idle stretch of a session (nothing sent, no audio due) the
+    -- driver sleeps: a polling one would wake 100 times a second.
+    local function assert_idle(res)
+      local idle = assert(res.idle, "no idle stretch measured")
+      local wakeups = idle.socket_events + idle.timer_fires + idle.passes
+      assert.is_true(wakeups <= 4, ("%d wakeups (%d socket events, %d timer, %d passes) over %.1f s idle")
+        :format(wakeups, idle.socket_events, idle.timer_fires, idle.passes, idle.seconds))
+    end
+
+    local function assert_editor_ran(res)
+      assert.is_true(res.ticks >= res.elapsed * 50 * 0.4, ("the editor's timer ticked %d times in %.1f s")
+        :format(res.ticks, res.elapsed))
+      assert.is_true(res.max_gap < 0.5, "the editor's timer stalled for " .. res.max_gap .. " s")
+    end
+
+    it("fish.live: a task awaits finish() while the editor runs, and gets all the audio", function()
+      srv:reset()
+      srv:fault("/v1/tts/live", { audio_delay = 2.5 })
+      local res = live("await")
+      assert(res.ok, "the session failed: " .. tostring(res.error))
+      assert.equal("done", res.state)
+      local record = srv:live_sessions()[1]
+      local names = {}
+      for _, event in ipairs(record.events) do names[#names + 1] = event.event end
+      assert.same({ "start", "text", "text", "text", "stop" }, names)
+      assert.is_true(record.audio_bytes > 0)
+      assert.equal(record.audio_bytes, res.bytes)
+      assert.equal(record.audio_events, res.blocks)
+      -- The audio came after the 2.5 s hold, to the task's wait.
+      assert.is_true(res.first_audio_at >= 2.5, "first audio at " .. tostring(res.first_audio_at))
+      assert.equal(0, res.idle.blocks_before)
+      assert.is_false(res.in_fast_event)
+      assert_idle(res)
+      assert_editor_ran(res)
+    end)
+
+    it("fish.live: callbacks with nobody waiting, a session made before fish.nvim, finish() later", function()
+      srv:reset()
+      srv:fault("/v1/tts/live", { audio_delay = 0.3 })
+      local res = live("callbacks")
+      assert(res.ok, "the session failed: " .. tostring(res.error))
+      assert.equal("done", res.state)
+      -- The first flush's audio reached on_audio before anyone waited.
+      assert.is_true(res.idle.blocks_before > 0, "no audio delivered before finish()")
+      assert.is_true(res.first_audio_at < res.finish_started)
+      local record = srv:live_sessions()[1]
+      assert.equal(record.audio_bytes, res.bytes)
+      assert.equal(record.audio_events, res.blocks)
+      assert.equal("stop", record.events[#record.events].event)
+      assert.is_false(res.in_fast_event)
+      assert_idle(res)
+      assert_editor_ran(res)
+    end)
+
+    it("fish.live: a refused connection is retried on the driver's timer, with nobody waiting", function()
+      srv:reset()
+      srv:fault("/v1/tts/live", { status = 503 })
+      srv:fault("/v1/tts/live", { audio_delay = 0.3 })
+      local res = live("callbacks")
+      assert(res.ok, "the session failed: " .. tostring(res.error))
+      local handshakes = 0
+      for _, request in ipairs(srv:requests()) do
+        if request.path == "/v1/tts/live" then handshakes = handshakes + 1 end
+      end
+      assert.equal(2, handshakes)
+      -- The retry and the audio came before anyone waited in finish().
+      assert.is_true(res.idle.blocks_before > 0, "no audio delivered before finish()")
+      local record = srv:live_sessions()[1]
+      assert.equal(record.audio_bytes, res.bytes)
+    end)
+
+    it("fish.live: a send bigger than the socket's buffers goes out with nobody waiting", function()
+      srv:reset()
+      local res = live("bulk")
+      assert(res.ok, "the session failed: " .. tostring(res.error))
+      local record = srv:live_sessions()[1]
+      assert.equal(16 * 1024 * 1024, #record.events[2].text)
+      assert.equal(string.rep("Hello there. ", 25), record.events[3].text)
+      assert.equal("stop", record.events[4].event)
+      assert.is_true(record.audio_bytes > 0)
+      assert.equal(record.audio_bytes, res.bytes)
+    end)
+
+    it("fish.live: cancel() from editor code drops the driver's handle on the socket at once", function()
+      srv:reset()
+      local res = live("cancel")
+      assert(res.ok, tostring(res.error))
+      assert.equal("canceled", res.state)
+      assert.equal(1, res.sockets_open)
+      -- A handle left on a closed fd could, once the number is reused,
+      -- unwatch someone else's fd when it is finally stopped.
+      assert.equal(0, res.sockets_after)
+    end)
+
+    it("fish.live: the first-audio limit ends a session nobody waits on", function()
+      srv:reset()
+      srv:fault("/v1/tts/live", { audio_delay = 5 })
+      local res = live("timeout")
+      -- Failed before anyone called finish() (which would check the limit itself).
+      assert.equal("failed", res.state_before)
+      assert.equal("failed", res.state)
+      assert.is_false(res.ok)
+      assert.matches("no audio within 0.5s", tostring(res.error))
+      assert.equal(0, res.blocks)
+    end)
   end)
 end
 
@@ -441,6 +565,107 @@ else
       assert.equal(0, running, "the abandoned conversion still runs")
       assert.is_true(os.time() - t0 < 3, "it ended only when the server answered")
       assert.equal(1, #srv:requests())
+    end)
+
+    it("runs a live session (fish.live) in a handler while the worker keeps serving", function()
+      -- The server holds the audio 1 s after stop: the handler waits in
+      -- finish() on the driver's semaphore meanwhile.
+      srv:fault("/v1/tts/live", { audio_delay = 1 })
+      local script = table.concat({
+        ("curl -sS --max-time 10 -o %s -w '%%{http_code}' %s > %s &"):format(q(dir .. "/live"),
+          q(nginx.url .. "/live?text=Hello%20there.%20How%20are%20you%20today%3F"), q(dir .. "/live.status")),
+        "sleep 0.5",
+        ("curl -sS --max-time 5 -o /dev/null -w '%%{http_code} %%{time_total}' %s > %s"):format(
+          q(nginx.url .. "/ping"), q(dir .. "/ping.status")),
+        "wait",
+      }, "\n")
+      local ok, out = run("sh -c " .. q(script))
+      assert(ok, out)
+      local status = read_file(dir .. "/live.status") or ""
+      local body = read_file(dir .. "/live") or ""
+      assert.equal("200", status, status .. body .. "\n" .. nginx:log())
+      assert.is_true(is_audio(body), "not audio: " .. server.hex(body:sub(1, 8)))
+      -- All the audio the server sent, for the text sent word by word.
+      local record = srv:live_sessions()[1]
+      assert.equal(record.audio_bytes, #body)
+      local texts, names = {}, {}
+      for _, event in ipairs(record.events) do
+        names[#names + 1] = event.event
+        if event.event == "text" then texts[#texts + 1] = event.text end
+      end
+      assert.equal("start", names[1])
+      assert.equal("stop", names[#names])
+      assert.equal("Hello there. How are you today?", table.concat(texts))
+      assert.equal(6, #texts)
+      assert.equal(1000, record.client_close and record.client_close.code)
+
+      -- The worker answered /ping while the session waited for its audio.
+      local ping = read_file(dir .. "/ping.status") or ""
+      local ping_seconds = tonumber(ping:match("^200 ([%d.]+)"))
+      assert(ping_seconds, "ping: " .. ping)
+      assert.is_true(ping_seconds < 0.3, "the worker answered /ping after " .. ping_seconds .. " s")
+      -- The driver stopped with the session.
+      local stats
+      for _ = 1, 20 do
+        stats = nginx:fish_stats()
+        if stats.running == 0 then break end
+        sleep(0.05)
+      end
+      assert.equal(0, stats.running)
+      assert.is_nil(nginx:log():match("fish driver failed"), nginx:log())
+    end)
+
+    it("opens a live session's socket while the handler is still writing its text", function()
+      -- 0.3 s between words: the handler sleeps (ngx.sleep), not waiting
+      -- on fish, for 1.5 s before it calls finish().
+      local status = dir .. "/slow.status"
+      os.remove(status)
+      local ok, out = run(("curl -sS --max-time 10 -o /dev/null -w '%%{http_code}' %s > %s 2>&1 &"):format(
+        q(nginx.url .. "/live?pause=0.3&text=one%20two%20three%20four%20five%20six"), q(status)))
+      assert(ok, out)
+      -- Look at the server while the handler writes: its session is there,
+      -- started, with some of the text. A socket moved only from finish()
+      -- would send start, all six words and stop at once.
+      local function count_texts(record)
+        local texts = 0
+        for _, event in ipairs(record.events) do
+          if event.event == "text" then texts = texts + 1 end
+        end
+        return texts
+      end
+      local partial
+      for _ = 1, 100 do
+        local record = srv:live_sessions({ wait = 0 })[1]
+        if record and record.events[1] and record.events[1].event == "start" and count_texts(record) < 6 then
+          partial = count_texts(record)
+        end
+        if partial or (read_file(status) or "") ~= "" then break end
+        sleep(0.05)
+      end
+      for _ = 1, 100 do
+        if (read_file(status) or "") ~= "" then break end
+        sleep(0.05)
+      end
+      assert.equal("200", read_file(status), nginx:log())
+      assert.is_number(partial, "the server saw the session only once the handler called finish()")
+      assert.equal(6, count_texts(srv:live_sessions()[1]))
+    end)
+
+    it("cancels a live session when its client goes away (ngx.on_abort)", function()
+      srv:fault("/v1/tts/live", { audio_delay = 3 })
+      run("curl -s --max-time 0.5 -o /dev/null " .. q(nginx.url .. "/live?text=abandoned"))
+      local record
+      for _ = 1, 40 do
+        record = srv:live_sessions({ wait = 0 })[1]
+        if record and record.ended then break end
+        sleep(0.05)
+      end
+      -- The server holds the audio for 3 s: a session that ended without
+      -- any was closed by the handler's cancel, woken on its semaphore.
+      assert.is_truthy(record, "no live session reached the server")
+      assert.is_true(record.ended, "the abandoned session is still open")
+      assert.equal(0, record.audio_events)
+      assert.equal("stop", record.events[#record.events].event)
     end)
 
     it("answers 400 without text, and a fish error as 502", function()

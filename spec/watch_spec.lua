@@ -101,6 +101,47 @@ describe("socket mode", function()
     assert.is_string(t:wait())
   end)
 
+  it("keeps a live socket's fd watched after libcurl lets go of it, until it closes", function()
+    -- libcurl connects a live socket (CONNECT_ONLY), then stops watching
+    -- its fd (REMOVE), and the socket watches it itself from then on. A
+    -- host applies the changes in order: the socket's own entry must come
+    -- after libcurl's REMOVE, or the host would drop a socket in use.
+    local e = loop.engine()
+    local changes, state = {}, {}
+    e:watch_changes(changes)
+    local function look()
+      for i = 1, e:watch_changes(changes) do state[changes[2 * i - 1]] = changes[2 * i] end
+    end
+    local got = 0
+    local s = client.live({ reference_id = "", format = "pcm", on_audio = function(b) got = got + #b end })
+    local started = core.now()
+    repeat
+      assert(core.now() - started < 10, "the session did not open")
+      loop.drive("poll")
+      loop.run_pass()
+      look()
+      e:poll(0.005)
+    until s.state() == "open"
+    local watched = {}
+    for fd, what in pairs(state) do
+      if what ~= "remove" then watched[#watched + 1] = fd .. " " .. what end
+    end
+    assert.equal(1, #watched, "watched now: " .. table.concat(watched, ", "))
+    assert.matches("^%d+ in", watched[1])
+    local fd = tonumber(watched[1]:match("^%d+"))
+    assert.is_true(s.send("Hello there."))
+    s.stop()
+    repeat
+      assert(core.now() - started < 10, "the session did not finish")
+      loop.drive("poll")
+      loop.run_pass()
+      look()
+      e:poll(0.005)
+    until s.state() == "done"
+    assert.is_true(got > 0)
+    assert.equal("remove", state[fd])
+  end)
+
   it("socket_action on an fd libcurl does not know moves nothing and raises nothing", function()
     local finished = {}
     local running = loop.engine():socket_action(2 ^ 20, "in", finished)

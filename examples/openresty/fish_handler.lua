@@ -84,4 +84,45 @@ function M.say()
   ngx.print(audio)
 end
 
+-- GET /live?text=...[&pause=s]: the same speech through a live session
+-- (fish.live), the text sent word by word as a handler that produces it bit
+-- by bit would (here with an ngx.sleep between words), the audio collected
+-- by on_audio and sent back as MP3 once the session is done. finish()
+-- sleeps on the driver's semaphore like convert() does.
+function M.live()
+  local args = ngx.req.get_uri_args(10)
+  local text = args.text
+  if type(text) ~= "string" or text:match("^%s*$") then
+    return fail(ngx.HTTP_BAD_REQUEST, "usage: /live?text=...[&pause=seconds between words, up to 1]")
+  end
+  local pause = tonumber(args.pause) or 0.02
+  if pause ~= pause or pause < 0 or pause > 1 then return fail(ngx.HTTP_BAD_REQUEST, "pause: 0 to 1 s") end
+  local made, c = pcall(get_client)
+  if not made then
+    ngx.log(ngx.ERR, tostring(c))
+    return fail(ngx.HTTP_INTERNAL_SERVER_ERROR, "fish is not configured (see the error log)")
+  end
+  local token = fish.cancel_token()
+  ngx.on_abort(function() token:cancel() end)
+  local blocks = {}
+  local session = c.live({
+    format = "mp3", cancel = token,
+    on_audio = function(bytes) blocks[#blocks + 1] = bytes end,
+  })
+  for word in text:gmatch("%S+%s*") do
+    if not session.send(word) then break end -- ended early: finish() says why
+    ngx.sleep(pause)
+  end
+  local ok, message, err = session.finish()
+  if token.canceled then return ngx.exit(499) end
+  if not ok then
+    ngx.log(ngx.ERR, message, " (", err.kind, ")")
+    return fail(ngx.HTTP_BAD_GATEWAY, message)
+  end
+  local audio = table.concat(blocks)
+  ngx.header.content_type = CONTENT_TYPES.mp3
+  ngx.header.content_length = #audio
+  ngx.print(audio)
+end
+
 return M

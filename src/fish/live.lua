@@ -106,10 +106,15 @@ function Session:finish_with(err)
   else
     self.phase = "done"
   end
-  if self.sock then self.sock:close() end
+  local sock = self.sock
+  if sock then sock:close() end
   self.sock = nil
   self.log = nil
   active[self] = nil
+  -- Its fd is closed now: a host driver drops its handle on it before the
+  -- number can be reused (a cancel from the host's own code moves no
+  -- engine, so no driver would look by itself).
+  if sock then loop.moved() end
   self:queue_event(self:terminal_event())
   self:wake_waiters()
 end
@@ -154,6 +159,7 @@ function Session:connect()
   self.connect_at = core.now()
   for _, message in ipairs(self.log) do sock:send(message) end
   loop.add_live(sock, self)
+  loop.live_due(self:next_due()) -- the connect limit
 end
 
 -- Queue one event for the server. Until the socket is open each is also
@@ -164,7 +170,13 @@ end
 function Session:emit(message)
   if self.log then self.log[#self.log + 1] = message end
   local sock = self.sock
-  if sock and sock:state() ~= "closed" then sock:send(message) end
+  if sock and sock:state() ~= "closed" then
+    sock:send(message)
+    -- What the socket could not write now waits for POLLOUT: a host driver
+    -- that watches its fd must learn of it here, since a send (from the
+    -- host's own code) moves no engine and so no driver looks by itself.
+    loop.moved()
+  end
 end
 
 -- The engine has news on our socket (called from the pump: no callbacks).
@@ -400,6 +412,8 @@ function Session:drive(done)
     end
   end)
   self.waiters[key] = nil
+  -- Nobody may wait now: fish.step (or a host driver) runs the timers.
+  loop.live_due(self:next_due())
   if not ok then error(why, 0) end
 end
 
@@ -423,6 +437,7 @@ local function step(now)
   return due, ran
 end
 loop.set_live_step(step)
+loop.live_active = function() return next(active) ~= nil end
 
 -- ---- the public handle ------------------------------------------------------------
 
@@ -442,6 +457,9 @@ end
 -- its first words must not time out.
 function Session:owe_audio()
   if self.has_words and not self.owed_at then self.owed_at = core.now() end
+  -- The first-audio or idle limit may have started here, outside any step:
+  -- a host driver that runs fish.live's step only when it is due must know.
+  loop.live_due(self:next_due())
 end
 
 function Session:send(text)

@@ -31,6 +31,7 @@ local changed_scratch = {}                              -- live sockets with new
 local live_owner = setmetatable({}, { __mode = "v" })   -- engine id -> the live session on that socket
 local live_step                                         -- fish.live's delivery, run by every fish.step
 local live_due_at                                       -- when live_step last asked to run again
+local live_news = false                                 -- a live socket had news since live_step last ran
 
 local WAIT = tasks.WAIT
 local HOST_PAUSE_STEP = 0.01 -- a host pause cannot be woken by a socket: poll this often
@@ -67,6 +68,9 @@ end
 --             host's next pass instead of running it at once.
 --   wait(ready, deadline, on): wait outside a fish task as wait_for would;
 --             returns handled, result (handled false: wait the usual way).
+--             on.request may be a request, or a key of loop.wait_on.
+--   notify(key): loop.notify(key) was called (a live session has news for
+--             whoever waits on `key` with loop.wait_on).
 local host = {}
 loop.host = host
 
@@ -155,13 +159,20 @@ local function settle(running, curl_in)
   -- waiters; the caller's callbacks run later, from a step or a wait.
   for i = 1, #changed_scratch do
     local owner = live_owner[changed_scratch[i]]
-    if owner then owner:changed() end
+    if owner then
+      owner:changed()
+      live_news = true
+    end
   end
   if running and running < tracked_count then sweep() end
   local now = core.now()
   local due = deadlines.enforce(now, cancel_request)
   due = earliest(due, tasks.fire_timers(now))
   if curl_in then due = earliest(due, now + curl_in) end
+  -- fish.live's own timers (a time limit, a retry) run in its step, so a
+  -- host driver arming its timer from this must count them. One already
+  -- due needs a pass, not a timer (loop.live_wants says so).
+  if live_due_at and live_due_at > now then due = earliest(due, live_due_at) end
   pump_due = due
   return due
 end
@@ -409,13 +420,46 @@ function loop.wait_on(key, ready, deadline, pause, on_cancel)
   return wait_for(ready, deadline, pause, on_cancel, { request = key })
 end
 
-loop.notify = tasks.request_ended
+-- Wake what waits on `key`: a task (as when a request ends), or, through
+-- the host's hook, a wait outside tasks (fish.openresty's semaphore).
+function loop.notify(key)
+  tasks.request_ended(key)
+  if host.notify then host.notify(key) end
+end
+
+-- C code changed what the engine watches outside an engine move (a live
+-- socket's send left output for POLLOUT): a host driver looks again.
+function loop.moved()
+  if host.moved then host.moved() end
+end
+
+-- A live session's timers changed outside its step (text or a stop made
+-- audio owed, a waiter left): it wants its step by `at` (nil: no change).
+-- A host driver then re-arms its timer.
+function loop.live_due(at)
+  if at == nil then return end
+  live_due_at = earliest(live_due_at, at)
+  if host.moved then host.moved() end
+end
+
+-- For host drivers, which run a pass only when something needs one: does
+-- fish.live's step need to run (news on a socket nobody may wait on, or
+-- one of its timers due)?
+function loop.live_wants(now)
+  return live_news or (live_due_at ~= nil and live_due_at <= now)
+end
 
 -- fn(now) runs at the end of every fish.step and returns the next time it
 -- wants to run, or nil: fish.live delivers there what sessions nobody
 -- waits on have received, and runs their timers.
 function loop.set_live_step(fn)
   live_step = fn
+end
+
+-- Is any live session still open? fish.live replaces this; a host driver
+-- that runs only while something is under way counts these too.
+function loop.live_active()
+  return false
 end
 
 -- Sleep; a cancel token ends the sleep early. Returns false if canceled.
@@ -467,6 +511,7 @@ end
 -- timers): after each pass. Returns how many deliveries it made.
 local function run_live_step()
   if not live_step then return 0 end
+  live_news = false
   local due, delivered = live_step(core.now())
   live_due_at = due
   return delivered or 0

@@ -110,8 +110,9 @@ end
 after_move = function(due)
   sync()
   arm(due)
-  -- Streams wait for bytes, which only a pass looks at.
-  if tasks.queued() > 0 or tasks.polling() > 0 then M.schedule() end
+  -- Streams wait for bytes, which only a pass looks at; fish.live delivers
+  -- to sessions nobody waits on, and runs their timers, in a pass too.
+  if tasks.queued() > 0 or tasks.polling() > 0 or loop.live_wants(core.now()) then M.schedule() end
 end
 
 -- The driver's counters: { socket_events, timer_fires, passes, sockets }.

@@ -44,7 +44,8 @@ end
 
 -- The driver: one light thread while any transfer runs.
 local function drive()
-  while loop.running() > 0 and not ngx.worker.exiting() do
+  -- A live session's socket is no transfer: it keeps the driver too.
+  while (loop.running() > 0 or loop.live_active()) and not ngx.worker.exiting() do
     counters.passes = counters.passes + 1
     local due, active = loop.drive("poll")
     -- A stream's waiter wants every new byte: wake those when a socket moved.
@@ -86,7 +87,8 @@ local function ensure_driver()
 end
 
 -- Wait outside a fish task (loop.host.wait). A wait for a request sleeps on
--- its semaphore; any other wait (a retry's back-off, fish.sleep, a bare
+-- its semaphore, as does a live session's wait (loop.wait_on, whose key
+-- the driver's pass posts through loop.notify on news); any other wait (a retry's back-off, fish.sleep, a bare
 -- condition) sleeps with ngx.sleep, as pause = ngx.sleep would.
 local function wait(ready, deadline, on)
   if not YIELDING[ngx.get_phase()] then return false end
@@ -112,7 +114,8 @@ local function wait(ready, deadline, on)
       end
     end
     streaming[request] = nil
-    if request:state() ~= "running" then waiters[request] = nil end
+    -- A key of loop.wait_on (a live session's waiter) is used once.
+    if type(request) == "table" or request:state() ~= "running" then waiters[request] = nil end
     return true, ready()
   end
   while not (ready and ready()) do
@@ -174,6 +177,14 @@ function M.start(opts)
   loop.host.sockets = true
   loop.host.wait = wait
   loop.host.ended = ended
+  loop.host.notify = ended -- a live session's news: wake its waiter the same way
+  -- A live session's socket must open and send while its handler is still
+  -- writing text (sleeping between pieces, not waiting on fish): start the
+  -- driver as soon as one is open, not at the first wait. In a phase
+  -- without timers (init_by_lua) the first wait starts it instead.
+  loop.host.moved = function()
+    if not driving and loop.live_active() then pcall(ensure_driver) end
+  end
 end
 
 -- The driver's counters: passes (looks at the sockets), posts (waiters
