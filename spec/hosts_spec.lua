@@ -160,6 +160,10 @@ else
       assert.is_number(res.neighbour.slept, "the neighbour's fish.sleep never ended")
       assert.is_true(res.neighbour.slept >= 0.3 and res.neighbour.slept < 1.5, "slept " .. res.neighbour.slept)
       assert.is_false(res.neighbour.in_fast_event)
+      -- fish.spawn from a fast event ran its task in vim.schedule, where
+      -- editor calls work (fish.spawn elsewhere runs the task at once).
+      assert.is_false(res.neighbour.fast_spawn_in_fast_event)
+      assert.is_number(res.neighbour.fast_spawn_buffer)
     end)
 
     it(":FishSayStop cancels at once: the task wakes without any tick, and no file is left", function()

@@ -112,6 +112,14 @@ local main_ok, main_err = pcall(function()
       neighbour.slept = (uv.hrtime() - t0) / 1e9
       neighbour.in_fast_event = vim.in_fast_event()
     end)
+    -- A spawn from a luv callback (a fast event, where editor calls fail):
+    -- the task's first slice must run in vim.schedule, not right there.
+    uv.new_timer():start(10, 0, function()
+      fish.spawn(function()
+        neighbour.fast_spawn_in_fast_event = vim.in_fast_event()
+        neighbour.fast_spawn_buffer = vim.api.nvim_get_current_buf()
+      end)
+    end)
   end
   -- Read back when the conversion is done (vim.g would copy the tables now).
   _G.fish_spec_results = function() return notified, neighbour end
