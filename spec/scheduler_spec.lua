@@ -156,7 +156,16 @@ describe("fish scheduler", function()
   it("with 10,000 sleeping tasks, a finished request resumes its task alone", function()
     local sleepers = {}
     for i = 1, 10000 do sleepers[i] = fish.spawn(function() fish.sleep(3600) end) end
+    -- Even when an assertion fails: 10,000 hour-long sleepers left behind
+    -- would make the next fish.run wait for them.
+    finally(function()
+      for _, task in ipairs(sleepers) do task:cancel() end
+      fish.run()
+    end)
     local got
+    -- The answer takes a while, so that several steps pass with the worker
+    -- still waiting (fish.spawn sends its request at once).
+    srv:fault("/v1/tts", { delay = 0.2 }, { times = 1 })
     local worker = fish.spawn(function() got = assert(client.convert({ text = "one of many", format = "pcm" })) end)
     fish.step(0) -- everyone starts and suspends
     local live = 10001
