@@ -114,7 +114,7 @@ function Runner:rate_limited(err, epoch)
   end
 end
 
-function Runner:work()
+function Runner:work_rows()
   while self:acquire(false) do
     local row = self.rows[self.next]
     self.next = self.next + 1
@@ -148,7 +148,14 @@ function Runner:work()
       if not self:acquire(true) then break end
     end
   end
+end
+
+-- A worker task. It is counted out even when an error (Ctrl-C) ends it,
+-- so the progress task and drain() see every worker go.
+function Runner:work()
+  local ok, err = self.fish.pcall(self.work_rows, self)
   self.workers = self.workers - 1
+  if not ok then error(err, 0) end
 end
 
 -- Run every row; returns when all are settled or the runner stopped.
@@ -156,13 +163,32 @@ function Runner:run()
   local n = math.min(self.jobs, #self.rows)
   self.workers = n
   for _ = 1, n do self.fish.spawn(self.work, self) end
+  -- Ctrl-C in a task's code (the interpreters raise "interrupted!" in
+  -- whatever coroutine runs) ends that task with an error nobody waits for;
+  -- fish hands those to its error handler, never out of fish.step. Take
+  -- them here and end the run with the interrupt, as when it lands outside
+  -- the tasks. Any other task error is a bug: report it as fish would.
+  local interrupted
+  self.fish.on_error(function(message)
+    if failure.is_interrupt(message) then
+      interrupted = interrupted or message
+      self:stop("interrupted")
+    else
+      io.stderr:write(message, "\n")
+    end
+  end)
   self.fish.spawn(function()
     while self.workers > 0 do
       self.events:tick()
       self.fish.sleep(TICK)
     end
   end)
-  self.fish.run()
+  local ok, err = pcall(function()
+    while not interrupted and self.fish.step(1) > 0 do end
+  end)
+  self.fish.on_error(nil)
+  if not ok then error(err, 0) end
+  if interrupted then error(interrupted, 0) end
 end
 
 -- After an interrupt: let the tasks see the stop (their calls were
