@@ -158,11 +158,11 @@ $(FUZZ_BUILD)/msgpack_read_fuzz: spec/fuzz/msgpack_read_fuzz.c src/msgpack_read.
 	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@
 
 # The WebSocket codec is pure C, linked without Lua or libcurl.
-$(FUZZ_BUILD)/ws_frame_fuzz: spec/fuzz/ws_frame_fuzz.c src/ws.c src/buffer.c
+$(FUZZ_BUILD)/ws_frame_fuzz: spec/fuzz/ws_frame_fuzz.c src/ws.c src/utf8.c src/buffer.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@
 
-$(FUZZ_BUILD)/ws_handshake_fuzz: spec/fuzz/ws_handshake_fuzz.c src/ws.c src/buffer.c
+$(FUZZ_BUILD)/ws_handshake_fuzz: spec/fuzz/ws_handshake_fuzz.c src/ws.c src/utf8.c src/buffer.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@
 

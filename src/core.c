@@ -11,12 +11,24 @@
 #include "lmsgpack.h"
 #include "platform.h"
 #include "request.h"
+#include "utf8.h"
 #include "ws_test.h"
 
 #define FISH_CORE_VERSION "0.1.0"
 
 static int core_now(lua_State *L) {
     lua_pushnumber(L, fish_now());
+    return 1;
+}
+
+/* core.utf8_bad(s) -> nil if s is well-formed UTF-8, else the position of
+ * the first bad sequence (util.utf8_valid's answer, without a Lua loop). */
+static int core_utf8_bad(lua_State *L) {
+    size_t len = 0;
+    const char *s = luaL_checklstring(L, 1, &len);
+    size_t at = fish_utf8_bad((const unsigned char *)s, len);
+    if (at == 0) return 0;
+    lua_pushinteger(L, (lua_Integer)at);
     return 1;
 }
 
@@ -87,6 +99,7 @@ int fish_core_open(lua_State *L) {
         {"curl_version", core_curl_version},
         {"http_date", core_http_date},
         {"stat", core_stat},
+        {"utf8_bad", core_utf8_bad},
         {NULL, NULL},
     };
     luaL_newlib(L, functions);

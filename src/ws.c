@@ -1,4 +1,5 @@
 #include "ws.h"
+#include "utf8.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -204,37 +205,6 @@ static fish_ws_event start_frame(fish_ws_decoder *d) {
     return FISH_WS_NEED_MORE;
 }
 
-/* Well-formed UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing
- * above U+10FFFF. */
-static int is_utf8(const unsigned char *p, size_t len) {
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = p[i];
-        size_t n;
-        unsigned min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            n = 1, min = 0x80, c &= 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            n = 2, min = 0x800, c &= 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            n = 3, min = 0x10000, c &= 0x07;
-        } else {
-            return 0;
-        }
-        if (len - i - 1 < n) return 0;
-        for (size_t k = 1; k <= n; k++) {
-            if ((p[i + k] & 0xC0) != 0x80) return 0;
-            c = c << 6 | (p[i + k] & 0x3F);
-        }
-        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
-        i += n + 1;
-    }
-    return 1;
-}
-
 static fish_ws_event end_close(fish_ws_decoder *d) {
     d->close_code = 0;
     d->close_reason = d->control;
@@ -250,7 +220,7 @@ static fish_ws_event end_close(fish_ws_decoder *d) {
             return fail(d, FISH_WS_PROTOCOL, why);
         }
         /* The reason is text, and reaches error messages. */
-        if (!is_utf8(d->control + 2, d->control_len - 2))
+        if (fish_utf8_bad(d->control + 2, d->control_len - 2) != 0)
             return fail(d, FISH_WS_PROTOCOL, "a close frame's reason is not UTF-8");
         d->close_code = code;
         d->close_reason = d->control + 2;

@@ -286,7 +286,7 @@ local TTS_CONTENT_TYPE = "Content-Type: application/msgpack"
 
 local function convert(state, args)
   state:check_open("fish.convert")
-  tts.check(args)
+  local fields = tts.check(args)
   -- The client's model (checked by fish.new) has its lines made once.
   local headers, constant = state.tts_lines, true
   local model = args.model
@@ -299,7 +299,7 @@ local function convert(state, args)
   -- The body is a msgpack writer: reference files stream from disk, and
   -- every attempt sends its bytes. Close it as soon as the call is over, so
   -- a large inline reference is not held until the next collection.
-  local body = tts.encode(args)
+  local body = tts.encode(args, nil, fields)
   local response, err = state:send({
     method = "POST",
     path = "/v1/tts",

@@ -41,10 +41,15 @@ end
 
 function deadlines.watch(request, limits)
   if not (limits and (limits.first_byte or limits.idle or limits.total)) then return end
-  local at = next_deadline(request, limits)
   -- The entry holds its request weakly: a request dropped mid-transfer is
-  -- still collected (and its transfer canceled by its __gc).
-  local entry = { at = at, ref = setmetatable({ request }, WEAK_VALUES), limits = limits }
+  -- still collected (and its transfer canceled by its __gc). One weak
+  -- table per request, not an entry plus a weak box: the limits are
+  -- copied in as numbers, which weak values do not drop, and the entry
+  -- serves as next_deadline's limits. The heap's fields are made here too,
+  -- so that its push does not have to grow the table.
+  local entry = setmetatable({ request, at = 0, seq = 0, heap_index = false,
+    first_byte = limits.first_byte, idle = limits.idle, total = limits.total }, WEAK_VALUES)
+  entry.at = next_deadline(request, entry)
   entry_of[request] = entry
   due:push(entry)
 end
@@ -70,12 +75,12 @@ function deadlines.enforce(now, cancel)
     local entry = due:peek()
     if not entry or entry.at > now then return entry and entry.at end
     due:remove(entry)
-    local request = entry.ref[1]
+    local request = entry[1]
     if request == nil then -- luacheck: ignore 542 (collected: nothing to watch)
     elseif request:state() ~= "running" then
       entry_of[request] = nil
     else
-      local at, why = next_deadline(request, entry.limits)
+      local at, why = next_deadline(request, entry)
       if why and at <= now then
         entry_of[request] = nil
         expired[request] = why

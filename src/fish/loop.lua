@@ -383,6 +383,12 @@ end
 -- when there is something new for on_progress instead (default: new body
 -- bytes). Canceling the waiting task cancels the request.
 function loop.await(request, pause, on_progress, moved)
+  if not on_progress and not host.wait and not current_task() then
+    -- A blocking wait outside any task: nothing can cancel it and no one
+    -- is woken, so it needs neither the cancel closure nor the `on` table.
+    wait_for(function() return request:state() ~= "running" end, nil, pause)
+    return
+  end
   local function cancel() cancel_request(request) end
   if not on_progress then
     wait_for(function() return request:state() ~= "running" end, nil, pause, cancel, { request = request })

@@ -188,7 +188,7 @@ local CHECKS = {
 -- as util.check_known says it.
 local function count_fields(args, known)
   local n = 0
-  for key in pairs(args) do
+  for key in next, args do -- next: args is a plain table, and pairs costs a metamethod look-up
     if IS_FIELD[key] then
       n = n + 1
     elseif known and not known[key] then
@@ -234,6 +234,7 @@ function tts.check_request(args, fn)
   if not ok then error(why, 0) end
 end
 
+-- Returns how many wire fields args sets, for tts.encode.
 function tts.check(args)
   util.check_table(WHERE, args)
   local left = count_fields(args, KNOWN)
@@ -244,6 +245,7 @@ function tts.check(args)
   if args.on_progress ~= nil and type(args.on_progress) ~= "function" then fail("on_progress", "must be a function") end
   if args.out and args.on_chunk then fail("out", "cannot be combined with on_chunk") end
   if args.max_bytes ~= nil then util.check_byte_count(WHERE, "max_bytes", args.max_bytes) end
+  return left
 end
 
 -- ---- encoding -----------------------------------------------------------------
@@ -312,9 +314,10 @@ local WRITERS = {
 -- sends it without copying it (fish.file references stream from disk), and
 -- every retry resends the same bytes. w:result() gives it as a string.
 -- With `w`, the request map is written into that writer (fish.live's start
--- event holds it) and `w` is returned.
-function tts.encode(args, w)
-  local left = count_fields(args)
+-- event holds it) and `w` is returned. `left`: what tts.check returned for
+-- these args, so they are not counted twice.
+function tts.encode(args, w, left)
+  left = left or count_fields(args)
   -- tts.check has made sure extra's keys are strings.
   local extra_keys = args.extra and util.sorted_keys(args.extra)
   w = w or core.mp_writer()

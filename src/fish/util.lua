@@ -1,6 +1,7 @@
 -- Small helpers shared by the API modules: argument errors that point at
 -- the caller's line, type checks, and URL encoding.
 local core = require("fish.core")
+local utf8_bad = core.utf8_bad
 
 local util = {}
 
@@ -81,33 +82,9 @@ end
 -- byte position of the first bad sequence. Overlong forms, surrogates and
 -- code points past U+10FFFF are bad, as in RFC 3629.
 function util.utf8_valid(s)
-  -- Plain ASCII, the common case, is valid: one scan in C instead of a
-  -- Lua loop over every byte.
-  if not s:find("[\128-\255]") then return true end
-  local i, n = 1, #s
-  while i <= n do
-    local c = s:byte(i)
-    local need, low, high
-    low, high = 0x80, 0xBF
-    if c < 0x80 then
-      need = 0
-    elseif c >= 0xC2 and c <= 0xDF then
-      need = 1
-    elseif c >= 0xE0 and c <= 0xEF then
-      need = 2
-      if c == 0xE0 then low = 0xA0 elseif c == 0xED then high = 0x9F end
-    elseif c >= 0xF0 and c <= 0xF4 then
-      need = 3
-      if c == 0xF0 then low = 0x90 elseif c == 0xF4 then high = 0x8F end
-    else
-      return false, i
-    end
-    for k = 1, need do
-      local b = s:byte(i + k)
-      if not b or b < (k == 1 and low or 0x80) or b > (k == 1 and high or 0xBF) then return false, i end
-    end
-    i = i + need + 1
-  end
+  -- In C: a Lua scan costs more than the rest of a call's checks.
+  local at = utf8_bad(s)
+  if at then return false, at end
   return true
 end
 
