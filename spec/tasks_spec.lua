@@ -320,7 +320,9 @@ describe("cancellation and cleanup", function()
   end)
 
   it("closing a client cancels its requests in flight", function()
-    srv:fault("/v1/tts", { slow_headers = 5 })
+    -- All three held: fish.spawn sends each request at once, so an answer
+    -- that came at once would end its request before the third started.
+    srv:fault("/v1/tts", { slow_headers = 5 }, { times = 3 })
     local c = fish.new({ api_key = srv.api_key, base_url = srv.url, retries = 0 })
     local results = {}
     for i = 1, 3 do
