@@ -34,6 +34,7 @@
 
 #include "class.h"
 #include "engine.h"
+#include "options.h"
 #include "platform.h"
 
 #define DEFAULT_MAX_MESSAGE ((uint64_t)32 * 1024 * 1024)
@@ -448,34 +449,17 @@ fish_live *fish_live_check(lua_State *L, int idx) {
     return s;
 }
 
+/* The options table's readers (options.h), named for core.live_socket. */
 static int opt_error(lua_State *L, const char *key, const char *problem) {
-    return luaL_argerror(L, 1, lua_pushfstring(L, "live_socket option '%s' %s", key, problem));
+    return fish_opt_error(L, "live_socket", key, problem);
 }
 
-/* A string handed to libcurl as a C string: a NUL inside is refused. */
 static const char *opt_string(lua_State *L, const char *key) {
-    lua_getfield(L, 1, key);
-    const char *s = NULL;
-    if (!lua_isnil(L, -1)) {
-        size_t n = 0;
-        if (lua_type(L, -1) != LUA_TSTRING) opt_error(L, key, "must be a string");
-        s = lua_tolstring(L, -1, &n);
-        if (strlen(s) != n) opt_error(L, key, "contains a NUL byte");
-    }
-    lua_pop(L, 1); /* the string stays alive in the options table */
-    return s;
+    return fish_opt_string(L, "live_socket", 1, key, NULL);
 }
 
 static double opt_number(lua_State *L, const char *key, double fallback) {
-    lua_getfield(L, 1, key);
-    double v = fallback;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER) opt_error(L, key, "must be a number");
-        v = (double)lua_tonumber(L, -1);
-        if (v != v) opt_error(L, key, "is NaN");
-    }
-    lua_pop(L, 1);
-    return v;
+    return fish_opt_number(L, "live_socket", 1, key, fallback);
 }
 
 static void check_curl(lua_State *L, CURLcode rc, const char *what) {

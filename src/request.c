@@ -12,6 +12,7 @@
 #include "class.h"
 #include "engine.h"
 #include "lmsgpack.h"
+#include "options.h"
 #include "platform.h"
 
 /* A 10 MB error page must not be read whole into memory: keep its head. */
@@ -424,40 +425,18 @@ fish_request *fish_check_request(lua_State *L, int idx) {
     return r;
 }
 
-/* Option errors are argument errors on the options table (argument 1). */
+/* The options table's readers (options.h), named for core.request. Bodies
+ * and mime data, which are passed with their length, are read elsewhere. */
 static int opt_error(lua_State *L, const char *key, const char *problem) {
-    return luaL_argerror(L, 1, lua_pushfstring(L, "request option '%s' %s", key, problem));
+    return fish_opt_error(L, "request", key, problem);
 }
 
-/* A string that C hands to libcurl or the OS as a C string: a NUL inside
- * would silently cut it, so it is refused. Bodies and mime data, which are
- * passed with their length, are read elsewhere. */
 static const char *opt_string(lua_State *L, int opts, const char *key, size_t *len) {
-    lua_getfield(L, opts, key);
-    const char *s = NULL;
-    size_t n = 0;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) opt_error(L, key, "must be a string");
-        s = lua_tolstring(L, -1, &n);
-        if (strlen(s) != n) opt_error(L, key, "contains a NUL byte");
-    }
-    lua_pop(L, 1); /* the string stays alive in the options table */
-    if (len) *len = n;
-    return s;
+    return fish_opt_string(L, "request", opts, key, len);
 }
 
-/* A number, never NaN (it passes every comparison as false, and converting
- * it to an integer is undefined). Callers clamp before converting. */
 static double opt_number(lua_State *L, int opts, const char *key, double fallback) {
-    lua_getfield(L, opts, key);
-    double v = fallback;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER) opt_error(L, key, "must be a number");
-        v = (double)lua_tonumber(L, -1);
-        if (v != v) opt_error(L, key, "is NaN");
-    }
-    lua_pop(L, 1);
-    return v;
+    return fish_opt_number(L, "request", opts, key, fallback);
 }
 
 /* A byte count: a whole number >= 0, or -1 when absent. Anything from 2^63
