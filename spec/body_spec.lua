@@ -1,6 +1,7 @@
 -- The TTS/ASR request body is never copied whole (issue 10): tts.encode and
 -- asr.encode return the msgpack writer, and core.request sends it as it
--- stands, fish.file references read from disk while sending. The bytes on
+-- stands, fish.file references read from disk and large strings from
+-- themselves while sending. The bytes on
 -- the wire are those of the string body they replace, retries resend them,
 -- and a file that changes size fails the call as io / file_changed.
 local fish = require("fish")
@@ -105,6 +106,55 @@ describe("request bodies", function()
       assert.has_error(function() core.request({ url = limits.url .. "/upload", body = w }) end,
         "a GET request cannot carry a body")
       w:close()
+    end)
+  end)
+
+  describe("w:bin with a large string", function()
+    -- The same bytes as a copying encode (w:value's __fish_bin), on both
+    -- sides of the size where w:bin stops copying.
+    it("writes what a copy writes, beside files and small strings", function()
+      local path = dir .. "/mixed.bin"
+      files.write(path, ("\9"):rep(70000))
+      for _, size in ipairs({ 0, 65535, 65536, 65537, 300000 }) do
+        local bytes = ("%d"):format(size):rep(size):sub(1, size)
+        local a, b = core.mp_writer(), core.mp_writer()
+        for _, w in ipairs({ a, b }) do w:map(3):str("audio") end
+        a:value(setmetatable({ bytes }, { __fish_bin = true }))
+        b:bin(bytes)
+        for _, w in ipairs({ a, b }) do w:str("file") end
+        assert.is_true(a:bin_file(path))
+        assert.is_true(b:bin_file_ref(path))
+        for _, w in ipairs({ a, b }) do w:str("tail"):bin(bytes) end
+        assert.equal(a:size(), b:size())
+        assert.is_true(result_of(a) == result_of(b), "size " .. size)
+      end
+    end)
+
+    -- The writer refers to the string instead of copying it: nobody but the
+    -- request holds it once the caller, the arguments and the writer have
+    -- let go. Freed memory reused by other strings would show on the wire
+    -- (and under ASan, as a use after free).
+    it("is held by the request that sends it, after the writer is closed and collected", function()
+      local text = ("held by the request "):rep(20000)
+      local w = tts.encode({ text = "x", format = "wav", references = { { audio = text, text = "t" } } })
+      local expected = w:result()
+      local r = core.request({ url = srv.url .. "/v1/tts", method = "POST", body = w,
+        headers = { "Authorization: Bearer " .. srv.api_key, "Content-Type: application/msgpack" } })
+      text = nil -- luacheck: ignore 311
+      w:close()
+      w = nil -- luacheck: ignore 311
+      collectgarbage()
+      collectgarbage()
+      local churn = {}
+      for i = 1, 20 do churn[i] = ("%d"):format(i):rep(400000) end
+      harness.run(r)
+      assert.is_nil(r:result())
+      assert.equal(200, r:status())
+      r:close()
+      local sent = server.body(srv:last_request("/v1/tts"))
+      assert.equal(#expected, #sent)
+      assert.is_true(sent == expected)
+      assert.equal(20, #churn)
     end)
   end)
 
@@ -236,6 +286,41 @@ describe("request bodies", function()
       assert.is_true(growth < 8 * 1024, "peak RSS grew by " .. growth .. " KB")
       os.remove(big)
       srv:reset() -- drop the captured 30 MB body
+    end)
+
+    -- The same for a 30 MB Lua string: it is sent from the string itself,
+    -- so a copy of it anywhere (writer, request) would add 30 MB.
+    it("a 30 MB Lua string reference grows the peak RSS by well under 30 MB", function()
+      if not files.read("/proc/self/status") then return pending("no /proc/self/status") end
+      local out = harness.child(dir, ([[
+        local fish = require("fish")
+        local function hwm()
+          for line in io.lines("/proc/self/status") do
+            local kb = line:match("^VmHWM:%%s+(%%d+)")
+            if kb then return tonumber(kb) end
+          end
+        end
+        local client = fish.new({ api_key = %q, base_url = %q, retries = 0 })
+        assert(client.convert({ text = "warm up", format = "pcm" }))
+        -- string.rep's own buffer made the peak 60 MB already: start the
+        -- peak again from here (writing 5 to clear_refs, Linux 4.0+).
+        local audio = ("\1\2\3\4"):rep(30 * 256 * 1024)
+        collectgarbage()
+        local refs = io.open("/proc/self/clear_refs", "w")
+        if not (refs and refs:write("5") and refs:close()) then print("NO_RESET") return end
+        local before = hwm()
+        local got, err = client.convert({ text = "big", format = "pcm",
+          references = { { audio = audio, text = "t" } } })
+        assert(got, tostring(err))
+        print("GROWTH_KB " .. (hwm() - before))
+        client.close()
+      ]]):format(srv.api_key, srv.url))
+      if out:match("NO_RESET") then return pending("/proc/self/clear_refs cannot reset the peak") end
+      local growth = tonumber(out:match("GROWTH_KB (%d+)"))
+      assert(growth, out)
+      print(("\n30 MB Lua string reference: peak RSS grew by %.1f MB"):format(growth / 1024))
+      assert.is_true(growth < 8 * 1024, "peak RSS grew by " .. growth .. " KB")
+      srv:reset()
     end)
   end)
 end)

@@ -50,17 +50,25 @@ static int engine_new(lua_State *L) {
 }
 
 /* e:add(request) -> id. The request keeps the engine alive through its
- * uservalue, so the engine is never collected under a running transfer. */
+ * uservalue ([1]; beside the body's strings at [2], if it holds any), so
+ * the engine is never collected under a running transfer. */
 static int engine_add(lua_State *L) {
     fish_engine *e = check_engine(L, 1);
     fish_request *r = fish_check_request(L, 2);
     if (r->state != REQ_IDLE) return luaL_argerror(L, 2, "request was already started");
     CURLMcode rc = curl_multi_add_handle(e->multi, r->easy);
     if (rc != CURLM_OK) return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(rc));
-    lua_newtable(L);
-    lua_pushvalue(L, 1);
-    lua_rawseti(L, -2, 1);
-    lua_setuservalue(L, 2);
+    if (r->holds_strings) {
+        lua_getuservalue(L, 2);
+        lua_pushvalue(L, 1);
+        lua_rawseti(L, -2, 1);
+        lua_pop(L, 1);
+    } else {
+        lua_newtable(L);
+        lua_pushvalue(L, 1);
+        lua_rawseti(L, -2, 1);
+        lua_setuservalue(L, 2);
+    }
     r->engine = e;
     r->next = e->running;
     r->prev = NULL;

@@ -34,6 +34,10 @@
 typedef struct mp_writer {
     fish_mp_body *body;
     int closed;
+    /* The strings w:bin referred to instead of copying, kept in the
+     * uservalue table (made on the first one: 5.1 gives a new userdata its
+     * creator's environment, so only this count says the table is ours). */
+    int strings;
 } mp_writer;
 
 /* ---------------------------------------------------------------- helpers */
@@ -128,11 +132,50 @@ static int w_str(lua_State *L) {
     return chain(L, fish_mp_write_str(&w->body->buf, s, len), 2);
 }
 
+/* Room for one more reference, or raise. */
+static fish_mp_file_ref *new_ref(lua_State *L, fish_mp_body *b) {
+    if (b->nrefs == b->refs_cap) {
+        size_t cap = b->refs_cap ? b->refs_cap * 2 : 4;
+        fish_mp_file_ref *grown = realloc(b->refs, cap * sizeof *grown);
+        if (!grown) luaL_error(L, "msgpack: out of memory");
+        b->refs = grown;
+        b->refs_cap = cap;
+    }
+    return &b->refs[b->nrefs];
+}
+
+/* w:bin(bytes). A large string is not copied: the body refers to it (a
+ * reference with data), and the writer's uservalue keeps it alive. A
+ * request sends it from the Lua string itself. */
 static int w_bin(lua_State *L) {
     mp_writer *w = check_writable(L);
+    fish_mp_body *b = w->body;
     size_t len;
     const char *s = check_bytes(L, 2, &len);
-    return chain(L, fish_mp_write_bin(&w->body->buf, s, len), 2);
+    if (len < FISH_MP_INLINE_MAX || len > UINT32_MAX)
+        return chain(L, fish_mp_write_bin(&b->buf, s, len), 2);
+    fish_mp_file_ref *ref = new_ref(L, b);
+    if (w->strings == 0) {
+        lua_newtable(L);
+        lua_setuservalue(L, 1);
+    }
+    lua_getuservalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, w->strings + 1);
+    lua_pop(L, 1);
+    w->strings++;
+    /* The string is held even if the header cannot be written: harmless,
+     * it goes with the writer. */
+    int st = fish_mp_write_bin_header(&b->buf, len);
+    if (st != FISH_MP_WRITE_OK) return raise_write(L, st, 2);
+    ref->at = b->buf.len;
+    ref->size = (int64_t)len;
+    ref->path = NULL;
+    ref->data = s;
+    b->nrefs++;
+    b->nstrings++;
+    lua_settop(L, 1);
+    return 1;
 }
 
 static int w_int(lua_State *L) {
@@ -206,13 +249,7 @@ static int w_bin_file_ref(lua_State *L) {
     }
     /* Everything that can fail comes before the header is written, so a
      * failure leaves the writer as it was. */
-    if (b->nrefs == b->refs_cap) {
-        size_t cap = b->refs_cap ? b->refs_cap * 2 : 4;
-        fish_mp_file_ref *grown = realloc(b->refs, cap * sizeof *grown);
-        if (!grown) return luaL_error(L, "msgpack: out of memory");
-        b->refs = grown;
-        b->refs_cap = cap;
-    }
+    fish_mp_file_ref *ref = new_ref(L, b);
     char *copy = malloc(len + 1);
     if (!copy) return luaL_error(L, "msgpack: out of memory");
     memcpy(copy, path, len + 1);
@@ -221,10 +258,11 @@ static int w_bin_file_ref(lua_State *L) {
         free(copy);
         return raise_write(L, st, 2);
     }
-    fish_mp_file_ref *ref = &b->refs[b->nrefs++];
+    b->nrefs++;
     ref->at = b->buf.len;
     ref->size = size;
     ref->path = copy;
+    ref->data = NULL;
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -248,7 +286,7 @@ static void add_file_bytes(lua_State *L, luaL_Buffer *B, const fish_mp_file_ref 
     if (left != 0 || grew) luaL_error(L, "%s changed size since it was referenced", ref->path);
 }
 
-/* w:result() -> the body as one string, referenced files read in. */
+/* w:result() -> the body as one string, references filled in. */
 static int w_result(lua_State *L) {
     mp_writer *w = check_writer(L);
     const fish_mp_body *b = w->body;
@@ -263,7 +301,10 @@ static int w_result(lua_State *L) {
     for (size_t i = 0; i < b->nrefs; i++) {
         luaL_addlstring(&B, data + at, b->refs[i].at - at);
         at = b->refs[i].at;
-        add_file_bytes(L, &B, &b->refs[i]);
+        if (b->refs[i].data)
+            luaL_addlstring(&B, b->refs[i].data, (size_t)b->refs[i].size);
+        else
+            add_file_bytes(L, &B, &b->refs[i]);
     }
     luaL_addlstring(&B, data + at, b->buf.len - at);
     luaL_pushresult(&B);
@@ -296,6 +337,14 @@ fish_mp_body *fish_mp_body_of(lua_State *L, int idx) {
     if (!w) return NULL;
     if (w->closed) luaL_error(L, "msgpack: attempt to use a closed writer");
     return w->body;
+}
+
+void fish_mp_push_strings(lua_State *L, int idx) {
+    mp_writer *w = luaL_checkudata(L, idx, WRITER_MT);
+    if (w->strings == 0)
+        lua_pushnil(L);
+    else
+        lua_getuservalue(L, idx);
 }
 
 int64_t fish_mp_body_length(const fish_mp_body *b) {
@@ -525,6 +574,7 @@ static int l_writer(lua_State *L) {
     mp_writer *w = lua_newuserdata(L, sizeof *w);
     w->body = NULL;
     w->closed = 1; /* until it has a body: __gc has nothing to free */
+    w->strings = 0;
     luaL_getmetatable(L, WRITER_MT);
     lua_setmetatable(L, -2);
     fish_mp_body *b = calloc(1, sizeof *b);

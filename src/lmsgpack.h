@@ -9,14 +9,23 @@
 
 #include "buffer.h"
 
-/* A file whose bytes belong in the body at `at` (an offset in buf) but are
- * read from disk only when sent: w:bin_file_ref wrote the bin header for
- * `size` bytes and stopped there. */
+/* Bytes that belong in the body at `at` (an offset in buf) but are not in
+ * buf: the bin header for `size` bytes was written and the writer stopped
+ * there. Either a file (`path`), read from disk only when sent
+ * (w:bin_file_ref), or a large Lua string (`data`, path NULL) that w:bin
+ * did not copy: the writer's uservalue holds the string, and so does every
+ * request that sends the body, so it outlives each of them. */
 typedef struct fish_mp_file_ref {
     size_t at;
     int64_t size;
     char *path;
+    const char *data;
 } fish_mp_file_ref;
+
+/* w:bin copies a string shorter than this into the buffer: a small copy
+ * costs less than a read callback, and keeps a small body in one piece
+ * that libcurl can send with the headers (POSTFIELDS). */
+#define FISH_MP_INLINE_MAX (64 * 1024)
 
 /* What a writer has written: the encoded bytes with file references cut
  * into them. It is shared, not copied, by the writer and every request that
@@ -29,6 +38,7 @@ typedef struct fish_mp_body {
     fish_buffer buf;
     fish_mp_file_ref *refs;
     size_t nrefs, refs_cap;
+    size_t nstrings; /* how many refs are Lua strings (data, not path) */
     int users;
     int frozen;
 } fish_mp_body;
@@ -36,7 +46,10 @@ typedef struct fish_mp_body {
 /* The body of the writer at idx, or NULL when the value is not a writer.
  * Raises when the writer is closed. */
 fish_mp_body *fish_mp_body_of(lua_State *L, int idx);
-/* Bytes on the wire: buf.len plus every referenced file's size. */
+/* Push the table of Lua strings the body at idx (a writer) refers to, for
+ * a request to hold while it sends them; nil when there are none. */
+void fish_mp_push_strings(lua_State *L, int idx);
+/* Bytes on the wire: buf.len plus every reference's size. */
 int64_t fish_mp_body_length(const fish_mp_body *b);
 void fish_mp_body_retain(fish_mp_body *b);
 /* Drops a user; the last one frees the body. NULL is allowed. */

@@ -362,6 +362,13 @@ static size_t read_body_piece(fish_request *r, char *out, size_t room) {
         at = end;
         if (i == b->nrefs) return 0; /* past the end */
         const fish_mp_file_ref *ref = &b->refs[i];
+        if (r->body_pos < start + ref->size && ref->data) {
+            /* A Lua string the request holds (its uservalue). */
+            size_t skip = (size_t)(r->body_pos - start);
+            size_t take = (size_t)ref->size - skip < room ? (size_t)ref->size - skip : room;
+            memcpy(out, ref->data + skip, take);
+            return take;
+        }
         if (r->body_pos < start + ref->size) {
             fish_body_file *bf = &r->body_files[i];
             curl_off_t want_at = (curl_off_t)(r->body_pos - start);
@@ -601,6 +608,7 @@ static void set_stream_body(lua_State *L, fish_request *r, fish_mp_body *b) {
     }
     for (size_t i = 0; i < b->nrefs; i++) {
         const fish_mp_file_ref *ref = &b->refs[i];
+        if (ref->data) continue; /* a Lua string: nothing to open */
         FILE *f = NULL;
         int64_t size = 0;
         int err = fish_open_regular(ref->path, &f, &size);
@@ -634,10 +642,27 @@ static void set_stream_body(lua_State *L, fish_request *r, fish_mp_body *b) {
     curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_length);
 }
 
-static void set_body(lua_State *L, fish_request *r, int opts) {
+/* The request at `req` holds the Lua strings the writer on top of the
+ * stack refers to, in its uservalue ({ [2] = strings }; e:add puts the
+ * engine at [1]): read_body copies from them for as long as it may run. */
+static void hold_strings(lua_State *L, fish_request *r, int req) {
+    fish_mp_push_strings(L, -1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_createtable(L, 2, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 2);
+    lua_setuservalue(L, req);
+    r->holds_strings = 1;
+}
+
+static void set_body(lua_State *L, fish_request *r, int opts, int req) {
     lua_getfield(L, opts, "body");
     fish_mp_body *b = lua_isuserdata(L, -1) ? fish_mp_body_of(L, -1) : NULL;
     if (b) {
+        if (b->nstrings) hold_strings(L, r, req);
         set_stream_body(L, r, b);
     } else if (!lua_isnil(L, -1)) {
         size_t len = 0;
@@ -807,7 +832,7 @@ static int request_new(lua_State *L) {
     /* Any error below leaves r owning what it allocated; __gc frees it. */
     set_transport(L, r, 1);
     set_headers(L, r, 1);
-    set_body(L, r, 1);
+    set_body(L, r, 1, 2);
     set_mime(L, r, 1);
     set_method(L, r, 1);
     set_sink(L, r, 1);

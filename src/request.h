@@ -30,6 +30,7 @@ typedef struct fish_request {
     struct fish_mp_body *stream_body;
     struct fish_body_file *body_files; /* one per file reference */
     int64_t body_length, body_pos;
+    int holds_strings;       /* the uservalue holds the body's Lua strings at [2] */
     fish_buffer response;    /* 2xx bytes: the whole body, or the untaken part */
     fish_buffer error_body;  /* non-2xx body, kept up to error_body_limit */
     size_t error_body_limit;
