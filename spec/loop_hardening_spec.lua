@@ -262,6 +262,32 @@ print("INSIDE", t:wait())
   end)
 end)
 
+-- A blocking call outside any task waits in C (e:wait), which must come
+-- back to Lua when a poll is cut short, or the interpreter's Ctrl-C hook
+-- would wait for the answer.
+describe("a blocking call", function()
+  local srv
+  setup(function() srv = server.start() end)
+  teardown(function() srv:stop() end)
+
+  it("is interrupted by Ctrl-C (SIGINT) at once, not when the answer comes", function()
+    srv:fault("/v1/tts", { delay = 8 })
+    local out, code = run_child([[
+local pid = io.open("/proc/self/stat"):read("*l"):match("^%d+")
+os.execute(("(sleep 0.5; kill -INT %d) &"):format(pid))
+local t0 = core.now()
+local ok, err = pcall(client.convert, { text = "slow" })
+print(("CAUGHT %s %s %.2f"):format(tostring(ok), tostring(err), core.now() - t0))
+]], srv)
+    srv:reset()
+    assert.equal(0, code, out)
+    local ok, err, waited = out:match("CAUGHT (%S+) (.-) ([%d.]+)\n")
+    assert.equal("false", ok, out)
+    assert.matches("interrupted!", err, 1, true)
+    assert.is_true(tonumber(waited) < 4, out)
+  end)
+end)
+
 describe("canceling a task that waits for another", function()
   after_each(drain)
 

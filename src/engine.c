@@ -164,15 +164,10 @@ int fish_engine_collect(lua_State *L, fish_engine *e, int idx, int changed_idx) 
     return connecting;
 }
 
-/* e:poll(seconds): sleep until a transfer has something to do, the time is
- * up, or e:wakeup() is called. With nothing running it is a plain sleep. */
-static int engine_poll(lua_State *L) {
-    fish_engine *e = check_engine(L, 1);
-    double seconds = (double)luaL_checknumber(L, 2);
-    /* NaN fails every comparison below and would reach the conversion. */
-    if (seconds != seconds) return luaL_argerror(L, 2, "timeout is NaN");
-    int ms = seconds <= 0 ? 0 : seconds > 3600 ? 3600000 : (int)(seconds * 1000 + 0.5);
-    /* Live sockets are watched beside libcurl's own sockets. */
+/* Sleep up to ms until a transfer has something to do or e:wakeup() is
+ * called; *ready gets how many fds were ready (0: the time was up, or a
+ * signal came). Live sockets are watched beside libcurl's own sockets. */
+static CURLMcode poll_engine(fish_engine *e, int ms, int *ready) {
     struct curl_waitfd few[8], *fds = few;
     unsigned n = 0, cap = 8;
     for (fish_live *s = e->live; s; s = s->next) {
@@ -193,23 +188,133 @@ static int engine_poll(lua_State *L) {
         fds[n].revents = 0;
         n++;
     }
-    CURLMcode rc = curl_multi_poll(e->multi, n ? fds : NULL, n, ms, NULL);
+    CURLMcode rc = curl_multi_poll(e->multi, n ? fds : NULL, n, ms, ready);
     if (fds != few) free(fds);
-    if (rc != CURLM_OK) return luaL_error(L, "curl_multi_poll: %s", curl_multi_strerror(rc));
-    return 0;
+    return rc;
 }
 
-/* e:timeout() -> seconds until libcurl wants perform again, or nil. 0 too
+/* Milliseconds until libcurl wants perform again, or -1 for never; 0 too
  * while a live socket stopped reading at its step budget: its bytes may
  * wait inside TLS, where no fd readiness will announce them. */
-static int engine_timeout(lua_State *L) {
-    fish_engine *e = check_engine(L, 1);
+static long curl_in_ms(fish_engine *e) {
     long ms = -1;
     curl_multi_timeout(e->multi, &ms);
     for (fish_live *s = e->live; s; s = s->next) {
         curl_socket_t fd;
         if (fish_live_wait(s, &fd) < 0) ms = 0;
     }
+    return ms;
+}
+
+static int to_ms(double seconds) {
+    return seconds <= 0 ? 0 : seconds > 3600 ? 3600000 : (int)(seconds * 1000 + 0.5);
+}
+
+/* e:poll(seconds): sleep until a transfer has something to do, the time is
+ * up, or e:wakeup() is called. With nothing running it is a plain sleep. */
+static int engine_poll(lua_State *L) {
+    fish_engine *e = check_engine(L, 1);
+    double seconds = (double)luaL_checknumber(L, 2);
+    /* NaN fails every comparison below and would reach the conversion. */
+    if (seconds != seconds) return luaL_argerror(L, 2, "timeout is NaN");
+    int ready = 0;
+    CURLMcode rc = poll_engine(e, to_ms(seconds), &ready);
+    if (rc != CURLM_OK) return luaL_error(L, "curl_multi_poll: %s", curl_multi_strerror(rc));
+    return 0;
+}
+
+/* The earliest time one of the request's limits (seconds, <= 0: none)
+ * ends it, and which; 0 when none can. Mirrors deadlines.lua. */
+static double limit_due(const fish_request *r, double first_byte, double idle, double total,
+                        const char **why) {
+    double at = 0;
+    *why = NULL;
+    if (total > 0) at = r->started_at + total, *why = "total";
+    double t = 0;
+    const char *which = NULL;
+    if (r->first_byte_at == 0 && first_byte > 0)
+        t = r->started_at + first_byte, which = "first_byte";
+    else if (r->first_byte_at > 0 && idle > 0)
+        t = r->last_activity_at + idle, which = "idle";
+    if (which && (at == 0 || t < at)) at = t, *why = which;
+    return at;
+}
+
+static double opt_seconds(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx)) return 0;
+    double v = (double)luaL_checknumber(L, idx);
+    return v == v && v > 0 ? v : 0;
+}
+
+/* e:wait(request, seconds, first_byte, idle, total, finished, changed)
+ *   -> running, curl_in, expired
+ * A blocking call's wait, in C: perform and poll until the request is
+ * over, another request finished or a live socket has news (in `finished`
+ * and `changed`, as e:perform reports them), `seconds` have passed (nil:
+ * no limit; fish's other deadlines and timers), or a poll woke with nothing
+ * ready (libcurl's own timer, or a signal: Lua's Ctrl-C hook runs only
+ * once C returns). The request's own time limits (seconds; nil: none) are
+ * enforced here: `expired` names the one that passed ("first_byte",
+ * "idle", "total") and the caller cancels the request. `running` is
+ * e:perform's; `curl_in` e:timeout()'s. */
+static int engine_wait(lua_State *L) {
+    fish_engine *e = check_engine(L, 1);
+    fish_request *r = fish_check_request(L, 2);
+    double seconds = lua_isnoneornil(L, 3) ? -1 : (double)luaL_checknumber(L, 3);
+    if (seconds != seconds) return luaL_argerror(L, 3, "timeout is NaN");
+    double first_byte = opt_seconds(L, 4), idle = opt_seconds(L, 5), total = opt_seconds(L, 6);
+    luaL_checktype(L, 7, LUA_TTABLE);
+    luaL_checktype(L, 8, LUA_TTABLE);
+    double until = seconds >= 0 ? fish_now() + seconds : 0;
+    const char *expired = NULL;
+    int running = 0;
+    for (;;) {
+        CURLMcode rc = curl_multi_perform(e->multi, &running);
+        if (rc != CURLM_OK) return luaL_error(L, "curl_multi_perform: %s", curl_multi_strerror(rc));
+        running -= fish_engine_collect(L, e, 7, 8);
+        if (r->state != REQ_RUNNING || lua_rawlen(L, 7) > 0 || lua_rawlen(L, 8) > 0) break;
+        double now = fish_now();
+        const char *why;
+        double due = limit_due(r, first_byte, idle, total, &why);
+        if (due > 0 && due <= now) {
+            expired = why;
+            break;
+        }
+        if (until > 0 && until <= now) break;
+        if (seconds == 0) break;
+        double sleep = 1.0; /* a slice: deadlines are checked again */
+        if (due > 0 && due - now < sleep) sleep = due - now;
+        if (until > 0 && until - now < sleep) sleep = until - now;
+        int ready = 0;
+        rc = poll_engine(e, to_ms(sleep), &ready);
+        if (rc != CURLM_OK) return luaL_error(L, "curl_multi_poll: %s", curl_multi_strerror(rc));
+        if (ready == 0) {
+            /* Nothing was ready: move what libcurl's timer wanted, then let
+             * Lua look (a signal's hook runs now). */
+            rc = curl_multi_perform(e->multi, &running);
+            if (rc != CURLM_OK) return luaL_error(L, "curl_multi_perform: %s", curl_multi_strerror(rc));
+            running -= fish_engine_collect(L, e, 7, 8);
+            break;
+        }
+    }
+    lua_pushinteger(L, running > 0 ? running : 0);
+    long ms = curl_in_ms(e);
+    if (ms < 0)
+        lua_pushnil(L);
+    else
+        lua_pushnumber(L, (lua_Number)ms / 1000.0);
+    if (expired)
+        lua_pushstring(L, expired);
+    else
+        lua_pushnil(L);
+    return 3;
+}
+
+/* e:timeout() -> seconds until libcurl wants perform again (curl_in_ms),
+ * or nil. */
+static int engine_timeout(lua_State *L) {
+    fish_engine *e = check_engine(L, 1);
+    long ms = curl_in_ms(e);
     if (ms < 0) return 0;
     lua_pushnumber(L, (lua_Number)ms / 1000.0);
     return 1;
@@ -283,7 +388,7 @@ static int engine_tostring(lua_State *L) {
 
 int fish_open_engine(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"add", engine_add},       {"perform", engine_perform}, {"poll", engine_poll},
+        {"add", engine_add},       {"perform", engine_perform}, {"poll", engine_poll}, {"wait", engine_wait},
         {"timeout", engine_timeout}, {"wakeup", engine_wakeup}, {"count", engine_count},
         {"limit_connections", engine_limit_connections},
         {"add_live", engine_add_live}, {"live_count", engine_live_count},

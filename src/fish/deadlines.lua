@@ -63,6 +63,11 @@ function deadlines.forget(request)
   end
 end
 
+-- A limit enforced elsewhere (loop's wait in C) ended the request.
+function deadlines.mark_expired(request, why)
+  expired[request] = why
+end
+
 -- Which limit canceled this request ("first_byte", "idle", "total"), if any.
 function deadlines.expired(request)
   return expired[request]

@@ -138,15 +138,19 @@ local function watcher(spec, request)
   return deliver, moved
 end
 
--- Wait for the request, feeding on_chunk and on_progress as it moves.
+-- Start the request and wait for it, feeding on_chunk and on_progress as it moves.
 -- Whatever raises on the way (either callback, a host's pause function)
 -- must not leave the transfer running and buffering: close the request,
--- then raise again. loop.pcall lets the callbacks suspend their task on
--- every ABI.
-local function await(client, spec, request)
+-- then raise again. loop.pcall lets the callbacks, a host's pause and a
+-- task yield across it on every ABI. A wait done in C yields nowhere, and
+-- plain pcall keeps it on the calling thread: PUC 5.1's Ctrl-C hook is set
+-- on the main thread only, so a wait inside loop.pcall's coroutine would
+-- not see it.
+local function transfer(client, spec, request, limits)
   local deliver, moved
   if spec.on_chunk or spec.on_progress then deliver, moved = watcher(spec, request) end
-  local ok, why = loop.pcall(loop.await, request, client.pause, deliver, moved)
+  local protect = loop.waits_in_c(client.pause, deliver) and pcall or loop.pcall
+  local ok, why = protect(loop.transfer, request, limits, client.pause, deliver, moved)
   if not ok then
     request:close()
     error(why, 0)
@@ -177,8 +181,7 @@ local function attempt(client, spec, limits)
   o.body, o.mime, o.headers = nil, nil, nil
   client:_track(request)
   if spec.cancel then spec.cancel:watch(request) end
-  loop.start(request, limits)
-  await(client, spec, request)
+  transfer(client, spec, request, limits)
   return request
 end
 

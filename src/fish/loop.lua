@@ -127,6 +127,15 @@ end
 -- Which limit canceled this request ("first_byte", "idle", "total"), if any.
 loop.expired = deadlines.expired
 
+-- Can a wait on a request be done in C (e:wait, below)? Only outside any
+-- task and host loop, with no pause and nothing watching the transfer:
+-- nobody else runs while such a call blocks, so it needs no watchdog entry
+-- and no pass through the loop until something else happens.
+local function waits_in_c(pause, watching)
+  return not (pause or watching or host.wait or host.sockets or tasks.current())
+end
+loop.waits_in_c = waits_in_c
+
 -- A request ended without the engine reporting it (closed, canceled by
 -- someone else, collected): the engine runs fewer than we track. Rare, so
 -- a look at each tracked request is fine here.
@@ -375,6 +384,45 @@ end
 
 function loop.wait_until(ready, deadline, pause, on_cancel)
   return wait_for(ready, deadline, pause, on_cancel, nil)
+end
+
+-- A blocking call's wait: e:wait moves the engine and sleeps in C, and
+-- enforces the request's own time limits there. It comes back to Lua when
+-- the request is over, something else finished or has news, one of fish's
+-- other deadlines or timers is due, or a poll woke with nothing ready (so a
+-- Ctrl-C hook runs); settle then routes it all as a pump would.
+local function wait_in_c(request, limits)
+  local e = loop.engine()
+  local first_byte, idle, total
+  if limits then first_byte, idle, total = limits.first_byte, limits.idle, limits.total end
+  while true do
+    clear_finished()
+    -- Only this request running and no task: nothing else falls due.
+    local within
+    if tracked_count > 1 or tasks.count() > 0 or live_due_at then
+      local due = loop.due()
+      within = due and math.max(0, due - core.now()) or nil
+    end
+    local running, curl_in, expired = e:wait(request, within, first_byte, idle, total,
+      finished_scratch, changed_scratch)
+    if expired then
+      deadlines.mark_expired(request, expired)
+      cancel_request(request)
+    end
+    settle(running, curl_in)
+    if request:state() ~= "running" then return end
+  end
+end
+
+-- Start a request and wait until it is no longer running: loop.start and
+-- loop.await, with the wait done in C when nothing else can run meanwhile.
+function loop.transfer(request, limits, pause, on_progress, moved)
+  if not waits_in_c(pause, on_progress) then
+    loop.start(request, limits)
+    return loop.await(request, pause, on_progress, moved)
+  end
+  loop.start(request, nil)
+  wait_in_c(request, limits)
 end
 
 -- Wait until the request is no longer running. With `on_progress`, call it
