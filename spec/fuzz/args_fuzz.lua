@@ -184,6 +184,23 @@ end
 function Engine:timeout()
   if next(self.running) then return 0 end
 end
+-- A blocking call's wait (e:wait in C): perform until the request is over
+-- or something else finished; the stub's requests take two performs.
+function Engine:wait(r, seconds, first_byte, idle, total, finished, changed)
+  open(r, "engine:wait")
+  if seconds ~= nil and (type(seconds) ~= "number" or seconds ~= seconds) then
+    stub_fail("engine:wait(" .. tostring(seconds) .. ")")
+  end
+  for _, limit in ipairs({ first_byte or 0, idle or 0, total or 0 }) do
+    if type(limit) ~= "number" or limit ~= limit then stub_fail("engine:wait limit " .. tostring(limit)) end
+  end
+  if type(changed) ~= "table" then stub_fail("engine:wait without a changed table") end
+  local running
+  repeat
+    running = self:perform(finished)
+  until r.st ~= "running" or #finished > 0
+  return running, self:timeout(), nil
+end
 function Engine:count()
   local n = 0
   for _ in pairs(self.running) do n = n + 1 end
