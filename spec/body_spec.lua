@@ -252,16 +252,11 @@ describe("request bodies", function()
   end)
 
   describe("memory", function()
-    -- Peak RSS (VmHWM) of a child that sends a 30 MB fish.file reference,
-    -- measured after a warm-up call so that loading fish and libcurl is not
-    -- counted. A body copied whole would add 30 MB at least.
-    it("a 30 MB fish.file reference grows the peak RSS by well under 30 MB", function()
-      if not files.read("/proc/self/status") then return pending("no /proc/self/status") end
-      local big = dir .. "/big.wav"
-      local fh = assert(io.open(big, "wb"))
-      local chunk = ("\1\2\3\4"):rep(256 * 1024)
-      for _ = 1, 30 do fh:write(chunk) end
-      fh:close()
+    -- Peak RSS (VmHWM) growth, in KB, of a child that sends the reference
+    -- `audio` (a Lua expression, after `setup`), measured after a warm-up
+    -- call so that loading fish and libcurl is not counted; nil when
+    -- `setup` printed NO_RESET. A body copied whole would add 30 MB at least.
+    local function peak_growth_kb(setup, audio)
       local out = harness.child(dir, ([[
         local fish = require("fish")
         local function hwm()
@@ -272,16 +267,29 @@ describe("request bodies", function()
         end
         local client = fish.new({ api_key = %q, base_url = %q, retries = 0 })
         assert(client.convert({ text = "warm up", format = "pcm" }))
+        %s
         collectgarbage()
         local before = hwm()
-        local audio, err = client.convert({ text = "big", format = "pcm",
-          references = { { audio = fish.file(%q), text = "t" } } })
-        assert(audio, tostring(err))
+        local got, err = client.convert({ text = "big", format = "pcm",
+          references = { { audio = %s, text = "t" } } })
+        assert(got, tostring(err))
         print("GROWTH_KB " .. (hwm() - before))
         client.close()
-      ]]):format(srv.api_key, srv.url, big))
+      ]]):format(srv.api_key, srv.url, setup, audio))
+      if out:match("NO_RESET") then return nil end
       local growth = tonumber(out:match("GROWTH_KB (%d+)"))
       assert(growth, out)
+      return growth
+    end
+
+    it("a 30 MB fish.file reference grows the peak RSS by well under 30 MB", function()
+      if not files.read("/proc/self/status") then return pending("no /proc/self/status") end
+      local big = dir .. "/big.wav"
+      local fh = assert(io.open(big, "wb"))
+      local chunk = ("\1\2\3\4"):rep(256 * 1024)
+      for _ = 1, 30 do fh:write(chunk) end
+      fh:close()
+      local growth = peak_growth_kb("", ("fish.file(%q)"):format(big))
       print(("\n30 MB fish.file reference: peak RSS grew by %.1f MB"):format(growth / 1024))
       assert.is_true(growth < 8 * 1024, "peak RSS grew by " .. growth .. " KB")
       os.remove(big)
@@ -292,32 +300,14 @@ describe("request bodies", function()
     -- so a copy of it anywhere (writer, request) would add 30 MB.
     it("a 30 MB Lua string reference grows the peak RSS by well under 30 MB", function()
       if not files.read("/proc/self/status") then return pending("no /proc/self/status") end
-      local out = harness.child(dir, ([[
-        local fish = require("fish")
-        local function hwm()
-          for line in io.lines("/proc/self/status") do
-            local kb = line:match("^VmHWM:%%s+(%%d+)")
-            if kb then return tonumber(kb) end
-          end
-        end
-        local client = fish.new({ api_key = %q, base_url = %q, retries = 0 })
-        assert(client.convert({ text = "warm up", format = "pcm" }))
-        -- string.rep's own buffer made the peak 60 MB already: start the
-        -- peak again from here (writing 5 to clear_refs, Linux 4.0+).
+      -- string.rep's own buffer made the peak 60 MB already: start the peak
+      -- again after it (writing 5 to clear_refs, Linux 4.0+).
+      local growth = peak_growth_kb([[
         local audio = ("\1\2\3\4"):rep(30 * 256 * 1024)
         collectgarbage()
         local refs = io.open("/proc/self/clear_refs", "w")
-        if not (refs and refs:write("5") and refs:close()) then print("NO_RESET") return end
-        local before = hwm()
-        local got, err = client.convert({ text = "big", format = "pcm",
-          references = { { audio = audio, text = "t" } } })
-        assert(got, tostring(err))
-        print("GROWTH_KB " .. (hwm() - before))
-        client.close()
-      ]]):format(srv.api_key, srv.url))
-      if out:match("NO_RESET") then return pending("/proc/self/clear_refs cannot reset the peak") end
-      local growth = tonumber(out:match("GROWTH_KB (%d+)"))
-      assert(growth, out)
+        if not (refs and refs:write("5") and refs:close()) then print("NO_RESET") return end]], "audio")
+      if not growth then return pending("/proc/self/clear_refs cannot reset the peak") end
       print(("\n30 MB Lua string reference: peak RSS grew by %.1f MB"):format(growth / 1024))
       assert.is_true(growth < 8 * 1024, "peak RSS grew by " .. growth .. " KB")
       srv:reset()

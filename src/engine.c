@@ -268,11 +268,15 @@ static int engine_wait(lua_State *L) {
     double until = seconds >= 0 ? fish_now() + seconds : 0;
     const char *expired = NULL;
     int running = 0;
+    int woke_empty = 0;
     for (;;) {
         CURLMcode rc = curl_multi_perform(e->multi, &running);
         if (rc != CURLM_OK) return luaL_error(L, "curl_multi_perform: %s", curl_multi_strerror(rc));
         running -= fish_engine_collect(L, e, 7, 8);
         if (r->state != REQ_RUNNING || lua_rawlen(L, 7) > 0 || lua_rawlen(L, 8) > 0) break;
+        /* The last poll woke with nothing ready: libcurl's timer has had its
+         * perform; let Lua look (a signal's hook runs now). */
+        if (woke_empty) break;
         double now = fish_now();
         const char *why;
         double due = limit_due(r, first_byte, idle, total, &why);
@@ -288,14 +292,7 @@ static int engine_wait(lua_State *L) {
         int ready = 0;
         rc = poll_engine(e, to_ms(sleep), &ready);
         if (rc != CURLM_OK) return luaL_error(L, "curl_multi_poll: %s", curl_multi_strerror(rc));
-        if (ready == 0) {
-            /* Nothing was ready: move what libcurl's timer wanted, then let
-             * Lua look (a signal's hook runs now). */
-            rc = curl_multi_perform(e->multi, &running);
-            if (rc != CURLM_OK) return luaL_error(L, "curl_multi_perform: %s", curl_multi_strerror(rc));
-            running -= fish_engine_collect(L, e, 7, 8);
-            break;
-        }
+        woke_empty = ready == 0;
     }
     lua_pushinteger(L, running > 0 ? running : 0);
     long ms = curl_in_ms(e);

@@ -344,6 +344,13 @@ typedef struct fish_body_file {
     curl_off_t offset;  /* where file stands, in the file */
 } fish_body_file;
 
+/* Copy up to room bytes of the n at `from`, starting `skip` in. */
+static size_t copy_piece(char *out, size_t room, const char *from, size_t n, size_t skip) {
+    size_t take = n - skip < room ? n - skip : room;
+    memcpy(out, from + skip, take);
+    return take;
+}
+
 /* Copy from body position r->body_pos; returns the count or an abort. */
 static size_t read_body_piece(fish_request *r, char *out, size_t room) {
     const fish_mp_body *b = r->stream_body;
@@ -352,23 +359,14 @@ static size_t read_body_piece(fish_request *r, char *out, size_t room) {
     for (size_t i = 0;; i++) {
         size_t end = i < b->nrefs ? b->refs[i].at : b->buf.len;
         int64_t n = (int64_t)(end - at);
-        if (r->body_pos < start + n) {
-            size_t skip = (size_t)(r->body_pos - start);
-            size_t take = (size_t)n - skip < room ? (size_t)n - skip : room;
-            memcpy(out, b->buf.data + at + skip, take);
-            return take;
-        }
+        if (r->body_pos < start + n)
+            return copy_piece(out, room, b->buf.data + at, (size_t)n, (size_t)(r->body_pos - start));
         start += n;
         at = end;
         if (i == b->nrefs) return 0; /* past the end */
         const fish_mp_file_ref *ref = &b->refs[i];
-        if (r->body_pos < start + ref->size && ref->data) {
-            /* A Lua string the request holds (its uservalue). */
-            size_t skip = (size_t)(r->body_pos - start);
-            size_t take = (size_t)ref->size - skip < room ? (size_t)ref->size - skip : room;
-            memcpy(out, ref->data + skip, take);
-            return take;
-        }
+        if (r->body_pos < start + ref->size && ref->data) /* a Lua string the request holds */
+            return copy_piece(out, room, ref->data, (size_t)ref->size, (size_t)(r->body_pos - start));
         if (r->body_pos < start + ref->size) {
             fish_body_file *bf = &r->body_files[i];
             curl_off_t want_at = (curl_off_t)(r->body_pos - start);

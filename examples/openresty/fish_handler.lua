@@ -45,6 +45,28 @@ local function fail(status, message)
   return ngx.exit(status)
 end
 
+-- The client and a cancel token for this request, or nil after answering
+-- 500. If the client goes away, the token cancels the Fish call, which
+-- ends the transfer and wakes this handler with a "canceled" error.
+local function client_for_request()
+  local made, c = pcall(get_client)
+  if not made then
+    ngx.log(ngx.ERR, tostring(c))
+    fail(ngx.HTTP_INTERNAL_SERVER_ERROR, "fish is not configured (see the error log)")
+    return nil
+  end
+  local token = fish.cancel_token()
+  local watching, why = ngx.on_abort(function() token:cancel() end)
+  if not watching then ngx.log(ngx.WARN, "fish: cannot watch for the client going away: ", why) end
+  return c, token
+end
+
+local function send_audio(audio, content_type)
+  ngx.header.content_type = content_type
+  ngx.header.content_length = #audio
+  ngx.print(audio)
+end
+
 function M.say()
   local args = ngx.req.get_uri_args(10)
   local text = args.text
@@ -58,16 +80,8 @@ function M.say()
   end
   local voice = type(args.voice) == "string" and args.voice ~= "" and args.voice or nil
 
-  local made, c = pcall(get_client)
-  if not made then
-    ngx.log(ngx.ERR, tostring(c))
-    return fail(ngx.HTTP_INTERNAL_SERVER_ERROR, "fish is not configured (see the error log)")
-  end
-  -- The client went away: cancel its conversion, which ends the transfer
-  -- and wakes this handler with a "canceled" error.
-  local token = fish.cancel_token()
-  local watching, why = ngx.on_abort(function() token:cancel() end)
-  if not watching then ngx.log(ngx.WARN, "fish: cannot watch for the client going away: ", why) end
+  local c, token = client_for_request()
+  if not c then return end
   local audio, message, err = c.convert({ text = text, format = format, reference_id = voice, cancel = token })
   if token.canceled then
     ngx.log(ngx.INFO, "fish: the client went away, conversion canceled")
@@ -79,9 +93,7 @@ function M.say()
     ngx.log(ngx.ERR, message, " (", err.kind, ")")
     return fail(ngx.HTTP_BAD_GATEWAY, message)
   end
-  ngx.header.content_type = CONTENT_TYPES[format]
-  ngx.header.content_length = #audio
-  ngx.print(audio)
+  send_audio(audio, CONTENT_TYPES[format])
 end
 
 -- GET /live?text=...[&pause=s]: the same speech through a live session
@@ -97,13 +109,8 @@ function M.live()
   end
   local pause = tonumber(args.pause) or 0.02
   if pause ~= pause or pause < 0 or pause > 1 then return fail(ngx.HTTP_BAD_REQUEST, "pause: 0 to 1 s") end
-  local made, c = pcall(get_client)
-  if not made then
-    ngx.log(ngx.ERR, tostring(c))
-    return fail(ngx.HTTP_INTERNAL_SERVER_ERROR, "fish is not configured (see the error log)")
-  end
-  local token = fish.cancel_token()
-  ngx.on_abort(function() token:cancel() end)
+  local c, token = client_for_request()
+  if not c then return end
   local blocks = {}
   local session = c.live({
     format = "mp3", cancel = token,
@@ -119,10 +126,7 @@ function M.live()
     ngx.log(ngx.ERR, message, " (", err.kind, ")")
     return fail(ngx.HTTP_BAD_GATEWAY, message)
   end
-  local audio = table.concat(blocks)
-  ngx.header.content_type = CONTENT_TYPES.mp3
-  ngx.header.content_length = #audio
-  ngx.print(audio)
+  send_audio(table.concat(blocks), CONTENT_TYPES.mp3)
 end
 
 return M

@@ -149,8 +149,13 @@ end
 local function transfer(client, spec, request, limits)
   local deliver, moved
   if spec.on_chunk or spec.on_progress then deliver, moved = watcher(spec, request) end
-  local protect = loop.waits_in_c(client.pause, deliver) and pcall or loop.pcall
-  local ok, why = protect(loop.transfer, request, limits, client.pause, deliver, moved)
+  local ok, why
+  if loop.waits_in_c(client.pause, deliver) then
+    ok, why = pcall(loop.transfer_in_c, request, limits)
+  else
+    loop.start(request, limits)
+    ok, why = loop.pcall(loop.await, request, client.pause, deliver, moved)
+  end
   if not ok then
     request:close()
     error(why, 0)

@@ -131,10 +131,9 @@ loop.expired = deadlines.expired
 -- task and host loop, with no pause and nothing watching the transfer:
 -- nobody else runs while such a call blocks, so it needs no watchdog entry
 -- and no pass through the loop until something else happens.
-local function waits_in_c(pause, watching)
+function loop.waits_in_c(pause, watching)
   return not (pause or watching or host.wait or host.sockets or tasks.current())
 end
-loop.waits_in_c = waits_in_c
 
 -- A request ended without the engine reporting it (closed, canceled by
 -- someone else, collected): the engine runs fewer than we track. Rare, so
@@ -414,13 +413,9 @@ local function wait_in_c(request, limits)
   end
 end
 
--- Start a request and wait until it is no longer running: loop.start and
--- loop.await, with the wait done in C when nothing else can run meanwhile.
-function loop.transfer(request, limits, pause, on_progress, moved)
-  if not waits_in_c(pause, on_progress) then
-    loop.start(request, limits)
-    return loop.await(request, pause, on_progress, moved)
-  end
+-- Start a request and wait in C until it is no longer running; for the
+-- calls loop.waits_in_c allows (others use loop.start and loop.await).
+function loop.transfer_in_c(request, limits)
   loop.start(request, nil)
   wait_in_c(request, limits)
 end
