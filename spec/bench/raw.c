@@ -23,6 +23,14 @@
  *                                     curl_multi_perform pass, once a frame
  *   raw load URL N                    N concurrent GETs (a load generator
  *                                     for the OpenResty row), until done
+ *   raw seq_lua URL COUNT BYTES       built with -DRAW_LUA and a Lua's
+ *                                     headers and library: seq, then each
+ *                                     answer made a Lua string
+ *                                     (lua_pushlstring) that the next one
+ *                                     replaces, collected as usual. What any
+ *                                     binding that returns the answer as a
+ *                                     Lua string pays at least: the floor
+ *                                     of fish's CPU-per-request rows
  *
  * Results are printed as "key value" lines. Build: cc -O2 raw.c -lcurl. */
 #define _GNU_SOURCE
@@ -36,6 +44,12 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef RAW_LUA
+#include <lauxlib.h>
+#include <malloc.h>
+#include <lua.h>
+#include <lualib.h>
+#endif
 
 #define FRAME (1.0 / 60.0)
 
@@ -211,6 +225,40 @@ static int mode_seq(const char *url, int count, size_t bytes) {
     free(b.data);
     return 0;
 }
+
+#ifdef RAW_LUA
+static int mode_seq_lua(const char *url, int count, size_t bytes) {
+    /* glibc keeps what is freed instead of handing it back to the system
+     * and faulting it in again for the next answer: a floor must not be
+     * raised by page faults that a binding can avoid (fish's spare answer
+     * buffer keeps its heap from shrinking between calls). LuaJIT's own
+     * allocator maps and unmaps each large string regardless. */
+    mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024); /* glibc's maximum */
+    lua_State *L = luaL_newstate();
+    if (!L) die("luaL_newstate", "out of memory");
+    luaL_openlibs(L);
+    struct curl_slist *h = tts_headers();
+    struct buf b = {0};
+    CURL *e = tts_easy(url, h, &b);
+    perform_ok(e, &b, bytes);
+    double c0 = cpu(), t0 = now();
+    for (int i = 0; i < count; i++) {
+        perform_ok(e, &b, bytes);
+        /* The answer as a Lua string in a global, as a caller would hold
+         * it; the previous one becomes garbage. */
+        lua_pushlstring(L, b.data, b.len);
+        lua_setglobal(L, "answer");
+    }
+    double c1 = cpu(), t1 = now();
+    printf("cpu_us %.3f\nwall_us %.3f\n", (c1 - c0) / count * 1e6, (t1 - t0) / count * 1e6);
+    curl_easy_cleanup(e);
+    curl_slist_free_all(h);
+    free(b.data);
+    lua_close(L);
+    return 0;
+}
+#endif
 
 /* fish.convert{ text = "hello", references = { { audio = <N bytes>,
  * text = "reference" } } } as msgpack, around the audio bytes. */
@@ -509,6 +557,9 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "frames") == 0 && argc == 4) return mode_frames(argv[2], atoi(argv[3]));
     if (strcmp(mode, "waiting") == 0 && argc == 6) return mode_waiting(argv[2], atoi(argv[3]), argv[4], atoi(argv[5]));
     if (strcmp(mode, "load") == 0 && argc == 4) return mode_load(argv[2], atoi(argv[3]));
+#ifdef RAW_LUA
+    if (strcmp(mode, "seq_lua") == 0 && argc == 5) return mode_seq_lua(argv[2], atoi(argv[3]), (size_t)atol(argv[4]));
+#endif
     die("usage", "wrong mode or arguments");
     return 1;
 }

@@ -3,8 +3,10 @@
 -- the Lua module, nginx.conf here) that is not the bottleneck. Each
 -- measurement runs BENCH_RUNS times (5 by default), raw C and fish on Lua
 -- 5.4 and LuaJIT taking turns, and the table gives the medians and the
--- ratios fish / raw C. The host rows (OpenResty, Neovim) have no raw C
--- counterpart and run on LuaJIT, the hosts' Lua.
+-- ratios fish / raw C. The floor rows run raw.c built against each Lua
+-- (raw_lua), which also makes each answer a Lua string: what any binding
+-- pays. The host rows (OpenResty, Neovim) have no raw C counterpart and run
+-- on LuaJIT, the hosts' Lua.
 --
 --   lua5.4 spec/bench/run.lua
 --
@@ -41,8 +43,12 @@ local HOST_DELAY = 3
 local HOST_WAITING = { 200, 1000 }
 local HOST_WINDOW = 2 -- seconds of CPU measured while every request waits
 
-local LUAS = { { name = "lua5.4", dir = "5.4", cflags = "$(pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)" },
-  { name = "luajit", dir = "luajit", cflags = "$(pkg-config --cflags luajit 2>/dev/null || echo -I/usr/include/luajit-2.1)" } }
+local LUAS = {
+  { name = "lua5.4", dir = "5.4", cflags = "$(pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)",
+    libs = "$(pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)" },
+  { name = "luajit", dir = "luajit", cflags = "$(pkg-config --cflags luajit 2>/dev/null || echo -I/usr/include/luajit-2.1)",
+    libs = "$(pkg-config --libs luajit 2>/dev/null || echo -lluajit-5.1)" },
+}
 
 -- ---- shell ---------------------------------------------------------------------
 
@@ -101,8 +107,15 @@ local function build()
     must(("mkdir -p %s && cc -O2 -std=c99 -fPIC -shared %s %s -o %s"):format(q(BUILD .. "/" .. lua.dir), lua.cflags,
       q(BENCH .. "/benchclock.c"), q(BUILD .. "/" .. lua.dir .. "/benchclock.so")), "building benchclock for " .. lua.name)
   end
-  must(("cc -O2 -std=c99 $(pkg-config --cflags libcurl 2>/dev/null) %s -o %s $(pkg-config --libs libcurl 2>/dev/null || echo -lcurl) -lm")
-    :format(q(BENCH .. "/raw.c"), q(BUILD .. "/raw")), "building raw.c")
+  local curl_cflags = "$(pkg-config --cflags libcurl 2>/dev/null)"
+  local curl_libs = "$(pkg-config --libs libcurl 2>/dev/null || echo -lcurl) -lm"
+  must(("cc -O2 -std=c99 %s %s -o %s %s"):format(curl_cflags, q(BENCH .. "/raw.c"), q(BUILD .. "/raw"), curl_libs),
+    "building raw.c")
+  -- raw.c that hands each answer to Lua as a string: the floor rows.
+  for _, lua in ipairs(LUAS) do
+    must(("cc -O2 -std=c99 -DRAW_LUA %s %s %s -o %s %s %s"):format(curl_cflags, lua.cflags, q(BENCH .. "/raw.c"),
+      q(BUILD .. "/" .. lua.dir .. "/raw_lua"), lua.libs, curl_libs), "building raw.c with " .. lua.name)
+  end
   local ref = BUILD .. "/ref30.bin"
   local f = io.open(ref, "rb")
   local size = f and f:seek("end")
@@ -274,6 +287,20 @@ end
 
 local function url(path) return server.url .. path end
 
+-- raw.c built against each Lua (raw_lua): its side of a floor job.
+local function floor_sides(args_of)
+  local t = {}
+  for _, lua in ipairs(LUAS) do
+    t[lua.name] = function()
+      local args = args_of()
+      local ok, out = sh(q(BUILD .. "/" .. lua.dir .. "/raw_lua") .. " " .. args)
+      if not ok then error(lua.name .. " raw_lua " .. args .. ":\n" .. out, 0) end
+      return parse(out)
+    end
+  end
+  return t
+end
+
 job("seq_small", with_raw(
   function() return ("seq %s %d %d"):format(q(url("/n/" .. SMALL_BYTES .. "/v1/tts")), SEQ_SMALL, SMALL_BYTES) end,
   function() return ("seq %s %d %d"):format(q(url("/n/" .. SMALL_BYTES)), SEQ_SMALL, SMALL_BYTES) end))
@@ -281,6 +308,15 @@ job("seq_small", with_raw(
 job("seq_large", with_raw(
   function() return ("seq %s %d %d"):format(q(url("/n/" .. LARGE_BYTES .. "/v1/tts")), SEQ_LARGE, LARGE_BYTES) end,
   function() return ("seq %s %d %d"):format(q(url("/n/" .. LARGE_BYTES)), SEQ_LARGE, LARGE_BYTES) end))
+
+-- The floor of the two rows above: raw C, plus each answer made a Lua
+-- string (lua_pushlstring), as any binding that returns it must.
+job("seq_small_floor", floor_sides(function()
+  return ("seq_lua %s %d %d"):format(q(url("/n/" .. SMALL_BYTES .. "/v1/tts")), SEQ_SMALL, SMALL_BYTES)
+end))
+job("seq_large_floor", floor_sides(function()
+  return ("seq_lua %s %d %d"):format(q(url("/n/" .. LARGE_BYTES .. "/v1/tts")), SEQ_LARGE, LARGE_BYTES)
+end))
 
 for _, kind in ipairs({ "string", "file" }) do
   job("upload_" .. kind, with_raw(
@@ -522,6 +558,10 @@ local function fmt_rate(x) return ("%.1f /s"):format(x) end
 local lines = {
   { "CPU per request, 2,000 sequential 20 KB answers", "seq_small", "cpu_us", fmt_us, "ratio", "≤ 1.3×" },
   { "CPU per request, 300 sequential 1 MB answers", "seq_large", "cpu_us", fmt_us, "ratio", "≤ 1.3×" },
+  { "… floor: raw C that makes each 20 KB answer a Lua string (no fish)", "seq_small_floor", "cpu_us", fmt_us,
+    "ratio", "–", raw_job = "seq_small" },
+  { "… floor: raw C that makes each 1 MB answer a Lua string (no fish)", "seq_large_floor", "cpu_us", fmt_us,
+    "ratio", "–", raw_job = "seq_large" },
   { "Sending a 30 MB inline reference, Lua string: time", "upload_string", "seconds", fmt_s_ms, "ratio", "≤ 2×" },
   { "Sending a 30 MB inline reference, Lua string: peak RSS growth", "upload_string", "peak_kb", fmt_mb, nil, "–" },
   { "Sending a 30 MB inline reference, fish.file: time", "upload_file", "seconds", fmt_s_ms, "ratio", "≤ 2×" },
