@@ -5,6 +5,8 @@
 --
 --   fish_bench.lua seq BASE COUNT BYTES          COUNT sequential fish.convert calls;
 --                                                CPU time per call
+--   fish_bench.lua core_seq BASE COUNT BYTES     the same requests through fish's C
+--                                                core from a bare loop (no API layer)
 --   fish_bench.lua upload BASE FILE string|file  one call with FILE as an inline
 --                                                reference (a Lua string or
 --                                                fish.file): time, peak RSS growth
@@ -77,6 +79,43 @@ function modes.seq(base, count, bytes)
   local c1, t1 = clock.cpu(), clock.now()
   out("cpu_us", ("%.3f"):format((c1 - c0) / count * 1e6))
   out("wall_us", ("%.3f"):format((t1 - t0) / count * 1e6))
+end
+
+-- seq through fish's C core alone, from a bare Lua loop: the request, the
+-- engine's e:wait and take, with the headers and body convert sends, but
+-- none of the API layer (checks, retries, errors, the response table). It
+-- splits fish's cost between the core and the layer above it.
+function modes.core_seq(base, count, bytes)
+  count, bytes = tonumber(count), tonumber(bytes)
+  local core = require("fish.core")
+  local engine = core.engine()
+  local options = {
+    url = base .. "/v1/tts", method = "POST", sink = "buffer", proxy = "", proxy_tunnel = true,
+    headers = { "Authorization: Bearer k", "User-Agent: fish-bench", "Accept: */*", "Expect:",
+      "Content-Type: application/msgpack", "model: s2-pro" },
+  }
+  local finished, changed = {}, {}
+  local function convert_in_core()
+    local body = core.mp_writer()
+    body:map(1)
+    body:str("text")
+    body:str("hello")
+    options.body = body
+    local request = core.request(options)
+    engine:add(request)
+    repeat
+      for i = #finished, 1, -1 do finished[i] = nil end
+      engine:wait(request, nil, nil, nil, nil, finished, changed)
+    until request:state() ~= "running"
+    local audio = request:take()
+    if request:status() ~= 200 or #audio ~= bytes then error("core_seq: a wrong answer", 0) end
+    request:close()
+    body:close()
+  end
+  convert_in_core() -- connect first
+  local c0 = clock.cpu()
+  for _ = 1, count do convert_in_core() end
+  out("cpu_us", ("%.3f"):format((clock.cpu() - c0) / count * 1e6))
 end
 
 function modes.upload(base, path, kind)
@@ -204,7 +243,7 @@ end
 
 local mode = arg[1]
 if not modes[mode] then
-  io.stderr:write("usage: fish_bench.lua seq|upload|frames|waiting|tasks ...\n")
+  io.stderr:write("usage: fish_bench.lua seq|core_seq|upload|frames|waiting|tasks ...\n")
   os.exit(2)
 end
 modes[mode](select(2, (table.unpack or unpack)(arg))) -- luacheck: ignore 113 143

@@ -14,7 +14,7 @@
 -- (default: this checkout; its src/ and build/, built here with make);
 -- BENCH_CLI_DIR, where the fish-audio batch row writes (default /dev/shm);
 -- BENCH_ONLY, a comma-separated list of job-name prefixes to run (seq,
--- upload, latency, waiting, tasks, cli_batch, openresty, neovim, live); FISH_COMMIT, what to
+-- instr, upload, latency, waiting, tasks, cli_batch, openresty, neovim, live); FISH_COMMIT, what to
 -- call the measured tree in the report when it is not a git checkout.
 -- Timings are never checked against anything: they are printed. A
 -- measurement that fails is reported and makes the exit status 1.
@@ -246,13 +246,41 @@ local function raw(args)
   return parse(out)
 end
 
-local function fish_bench(lua, args)
+-- wrapper: a command the interpreter runs under (valgrind), or nil.
+local function fish_command(lua, args, wrapper)
   local env = ("LUA_PATH=%s LUA_CPATH=%s "):format(
     q(FISH .. "/src/?.lua;" .. FISH .. "/src/?/init.lua;;"),
     q(FISH .. "/build/" .. lua.dir .. "/?.so;" .. BUILD .. "/" .. lua.dir .. "/?.so;;"))
-  local ok, out = sh("env " .. env .. lua.name .. " " .. q(BENCH .. "/fish_bench.lua") .. " " .. args)
+  return "env " .. env .. (wrapper and wrapper .. " " or "") .. lua.name .. " " .. q(BENCH .. "/fish_bench.lua") .. " "
+    .. args
+end
+
+local function fish_bench(lua, args)
+  local ok, out = sh(fish_command(lua, args))
   if not ok then error(lua.name .. " fish_bench.lua " .. args .. ":\n" .. out, 0) end
   return parse(out)
+end
+
+-- Instructions per request: callgrind's total for INSTR_HI requests minus
+-- its total for INSTR_LO, over the difference, so that start-up cancels
+-- out. Unlike CPU time on a shared VM the load does not move it, so it runs
+-- once. command_of(n, wrapper) is the shell command that makes n requests
+-- with the program under `wrapper`.
+local INSTR_LO, INSTR_HI = 200, 600
+local function instructions(command_of)
+  return function()
+    local totals = {}
+    for _, n in ipairs({ INSTR_LO, INSTR_HI }) do
+      local out_file = BUILD .. "/callgrind.out"
+      os.remove(out_file)
+      must(command_of(n, "valgrind --tool=callgrind --callgrind-out-file=" .. q(out_file)), "callgrind")
+      local text = read_file(out_file) or ""
+      totals[#totals + 1] = tonumber(text:match("\nsummary: (%d+)") or text:match("\ntotals: (%d+)"))
+      os.remove(out_file)
+    end
+    if not (totals[1] and totals[2]) then error("callgrind wrote no total", 0) end
+    return { instructions = (totals[2] - totals[1]) / (INSTR_HI - INSTR_LO) }
+  end
 end
 
 -- ---- the measurements ---------------------------------------------------------------
@@ -260,7 +288,8 @@ end
 -- one measurement and returns its "key value" results.
 
 local jobs = {}
-local function job(name, sides)
+-- once: measure in the first run only (a count the load does not move).
+local function job(name, sides, once)
   if ONLY and ONLY ~= "" then
     local wanted = false
     for prefix in ONLY:gmatch("[^,%s]+") do
@@ -268,7 +297,7 @@ local function job(name, sides)
     end
     if not wanted then return end
   end
-  jobs[#jobs + 1] = { name = name, sides = sides }
+  jobs[#jobs + 1] = { name = name, sides = sides, once = once }
 end
 
 local function fish_sides(args_of)
@@ -317,6 +346,30 @@ end))
 job("seq_large_floor", floor_sides(function()
   return ("seq_lua %s %d %d"):format(q(url("/n/" .. LARGE_BYTES .. "/v1/tts")), SEQ_LARGE, LARGE_BYTES)
 end))
+
+-- The 20 KB rows again, in instructions (callgrind), once.
+local function seq_small_args(n) return ("seq %s %d %d"):format(q(url("/n/" .. SMALL_BYTES)), n, SMALL_BYTES) end
+local function raw_small_args(mode, n)
+  return ("%s %s %d %d"):format(mode, q(url("/n/" .. SMALL_BYTES .. "/v1/tts")), n, SMALL_BYTES)
+end
+do
+  local sides, floor, core_only = {}, {}, {}
+  sides.raw = instructions(function(n, wrapper)
+    return wrapper .. " " .. q(BUILD .. "/raw") .. " " .. raw_small_args("seq", n)
+  end)
+  for _, lua in ipairs(LUAS) do
+    sides[lua.name] = instructions(function(n, wrapper) return fish_command(lua, seq_small_args(n), wrapper) end)
+    core_only[lua.name] = instructions(function(n, wrapper)
+      return fish_command(lua, "core_" .. seq_small_args(n), wrapper)
+    end)
+    floor[lua.name] = instructions(function(n, wrapper)
+      return wrapper .. " " .. q(BUILD .. "/" .. lua.dir .. "/raw_lua") .. " " .. raw_small_args("seq_lua", n)
+    end)
+  end
+  job("instr_small", sides, true)
+  job("instr_small_floor", floor, true)
+  job("instr_small_core", core_only, true)
+end
 
 for _, kind in ipairs({ "string", "file" }) do
   job("upload_" .. kind, with_raw(
@@ -491,6 +544,11 @@ local function run_all()
   if not ok_or then
     for _, n in ipairs(HOST_WAITING) do skipped["openresty_" .. n] = err_or end
   end
+  if not sh("command -v valgrind >/dev/null") then
+    skipped.instr_small = "valgrind is not installed (Debian: valgrind)"
+    skipped.instr_small_floor = skipped.instr_small
+    skipped.instr_small_core = skipped.instr_small
+  end
   local ok_nv, out_nv = sh("nvim --version")
   if not ok_nv or not out_nv:match("LuaJIT") then
     skipped.neovim = "nvim with LuaJIT is not installed (Debian: neovim)"
@@ -500,7 +558,7 @@ local function run_all()
   for r = 1, RUNS do
     local started = clock.now()
     for _, j in ipairs(jobs) do
-      if not skipped[j.name] then
+      if not skipped[j.name] and not (j.once and r > 1) then
         results[j.name] = results[j.name] or {}
         -- Raw C and fish take turns: the order flips every run.
         local order = {}
@@ -547,6 +605,7 @@ local function values(job_name, side, key)
 end
 
 local function fmt_us(x) return x >= 100 and ("%.0f µs"):format(x) or ("%.1f µs"):format(x) end
+local function fmt_k(x) return ("%.0fk"):format(x / 1000) end
 local function fmt_ms(x) return x >= 100 and ("%.0f ms"):format(x) or x >= 10 and ("%.1f ms"):format(x) or ("%.2f ms"):format(x) end
 local function fmt_s_ms(x) return fmt_ms(x * 1e3) end
 local function fmt_mb(kb) return ("+%.1f MB"):format(kb / 1024) end
@@ -562,6 +621,12 @@ local lines = {
     "ratio", "–", raw_job = "seq_small" },
   { "… floor: raw C that makes each 1 MB answer a Lua string (no fish)", "seq_large_floor", "cpu_us", fmt_us,
     "ratio", "–", raw_job = "seq_large" },
+  { "Instructions per request, 20 KB answers (callgrind, one run)", "instr_small", "instructions", fmt_k, "ratio",
+    "–" },
+  { "… floor: raw C that makes each answer a Lua string (no fish)", "instr_small_floor", "instructions", fmt_k,
+    "ratio", "–", raw_job = "instr_small" },
+  { "… fish's C core alone, from a bare Lua loop (no API layer)", "instr_small_core", "instructions", fmt_k,
+    "ratio", "–", raw_job = "instr_small" },
   { "Sending a 30 MB inline reference, Lua string: time", "upload_string", "seconds", fmt_s_ms, "ratio", "≤ 2×" },
   { "Sending a 30 MB inline reference, Lua string: peak RSS growth", "upload_string", "peak_kb", fmt_mb, nil, "–" },
   { "Sending a 30 MB inline reference, fish.file: time", "upload_file", "seconds", fmt_s_ms, "ratio", "≤ 2×" },
