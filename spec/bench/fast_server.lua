@@ -14,7 +14,7 @@ local MAX_BYTES = 64 * 1024 * 1024
 local COUNTER_BYTES = 8
 local MIN_BYTES = 4 + COUNTER_BYTES
 
-local fillers = {} -- bytes -> the answer of that size, but its counter
+local fillers = {} -- bytes -> the answer of that size without its counter
 local served = 0
 
 -- The answer of n bytes, as pieces for ngx.print (which copies them into
