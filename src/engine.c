@@ -58,17 +58,14 @@ static int engine_add(lua_State *L) {
     if (r->state != REQ_IDLE) return luaL_argerror(L, 2, "request was already started");
     CURLMcode rc = curl_multi_add_handle(e->multi, r->easy);
     if (rc != CURLM_OK) return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(rc));
-    if (r->holds_strings) {
-        lua_getuservalue(L, 2);
-        lua_pushvalue(L, 1);
-        lua_rawseti(L, -2, 1);
-        lua_pop(L, 1);
-    } else {
+    if (!r->holds_strings) {
         lua_newtable(L);
-        lua_pushvalue(L, 1);
-        lua_rawseti(L, -2, 1);
         lua_setuservalue(L, 2);
     }
+    lua_getuservalue(L, 2);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_pop(L, 1);
     r->engine = e;
     r->next = e->running;
     r->prev = NULL;
@@ -165,8 +162,8 @@ int fish_engine_collect(lua_State *L, fish_engine *e, int idx, int changed_idx) 
 }
 
 /* Sleep up to ms until a transfer has something to do or e:wakeup() is
- * called; *ready gets how many fds were ready (0: the time was up, or a
- * signal came). Live sockets are watched beside libcurl's own sockets. */
+ * called; *ready (if not NULL) gets how many fds were ready (0: the time
+ * was up, or a signal came). Live sockets are watched beside libcurl's own sockets. */
 static CURLMcode poll_engine(fish_engine *e, int ms, int *ready) {
     struct curl_waitfd few[8], *fds = few;
     unsigned n = 0, cap = 8;
@@ -217,8 +214,7 @@ static int engine_poll(lua_State *L) {
     double seconds = (double)luaL_checknumber(L, 2);
     /* NaN fails every comparison below and would reach the conversion. */
     if (seconds != seconds) return luaL_argerror(L, 2, "timeout is NaN");
-    int ready = 0;
-    CURLMcode rc = poll_engine(e, to_ms(seconds), &ready);
+    CURLMcode rc = poll_engine(e, to_ms(seconds), NULL);
     if (rc != CURLM_OK) return luaL_error(L, "curl_multi_poll: %s", curl_multi_strerror(rc));
     return 0;
 }
@@ -284,8 +280,7 @@ static int engine_wait(lua_State *L) {
             expired = why;
             break;
         }
-        if (until > 0 && until <= now) break;
-        if (seconds == 0) break;
+        if (until > 0 && until <= now) break; /* seconds == 0 too */
         double sleep = 1.0; /* a slice: deadlines are checked again */
         if (due > 0 && due - now < sleep) sleep = due - now;
         if (until > 0 && until - now < sleep) sleep = until - now;

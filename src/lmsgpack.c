@@ -34,10 +34,6 @@
 typedef struct mp_writer {
     fish_mp_body *body;
     int closed;
-    /* The strings w:bin referred to instead of copying, kept in the
-     * uservalue table (made on the first one: 5.1 gives a new userdata its
-     * creator's environment, so only this count says the table is ours). */
-    int strings;
 } mp_writer;
 
 /* ---------------------------------------------------------------- helpers */
@@ -155,17 +151,19 @@ static int w_bin(lua_State *L) {
     if (len < FISH_MP_INLINE_MAX || len > UINT32_MAX)
         return chain(L, fish_mp_write_bin(&b->buf, s, len), 2);
     fish_mp_file_ref *ref = new_ref(L, b);
-    if (w->strings == 0) {
+    /* The strings referred to are kept in the uservalue table, at the
+     * index of their count (b->nstrings), made with the first one: 5.1
+     * gives a new userdata its creator's environment, so only the count
+     * says the table is ours. A string is held even if its header cannot
+     * be written: harmless, the next one takes its place. */
+    if (b->nstrings == 0) {
         lua_newtable(L);
         lua_setuservalue(L, 1);
     }
     lua_getuservalue(L, 1);
     lua_pushvalue(L, 2);
-    lua_rawseti(L, -2, w->strings + 1);
+    lua_rawseti(L, -2, (int)b->nstrings + 1);
     lua_pop(L, 1);
-    w->strings++;
-    /* The string is held even if the header cannot be written: harmless,
-     * it goes with the writer. */
     int st = fish_mp_write_bin_header(&b->buf, len);
     if (st != FISH_MP_WRITE_OK) return raise_write(L, st, 2);
     ref->at = b->buf.len;
@@ -341,7 +339,7 @@ fish_mp_body *fish_mp_body_of(lua_State *L, int idx) {
 
 void fish_mp_push_strings(lua_State *L, int idx) {
     mp_writer *w = luaL_checkudata(L, idx, WRITER_MT);
-    if (w->strings == 0)
+    if (!w->body || w->body->nstrings == 0)
         lua_pushnil(L);
     else
         lua_getuservalue(L, idx);
@@ -574,7 +572,6 @@ static int l_writer(lua_State *L) {
     mp_writer *w = lua_newuserdata(L, sizeof *w);
     w->body = NULL;
     w->closed = 1; /* until it has a body: __gc has nothing to free */
-    w->strings = 0;
     luaL_getmetatable(L, WRITER_MT);
     lua_setmetatable(L, -2);
     fish_mp_body *b = calloc(1, sizeof *b);

@@ -365,9 +365,9 @@ static size_t read_body_piece(fish_request *r, char *out, size_t room) {
         at = end;
         if (i == b->nrefs) return 0; /* past the end */
         const fish_mp_file_ref *ref = &b->refs[i];
-        if (r->body_pos < start + ref->size && ref->data) /* a Lua string the request holds */
-            return copy_piece(out, room, ref->data, (size_t)ref->size, (size_t)(r->body_pos - start));
         if (r->body_pos < start + ref->size) {
+            if (ref->data) /* a Lua string the request holds */
+                return copy_piece(out, room, ref->data, (size_t)ref->size, (size_t)(r->body_pos - start));
             fish_body_file *bf = &r->body_files[i];
             curl_off_t want_at = (curl_off_t)(r->body_pos - start);
             if (!bf->file) return CURL_READFUNC_ABORT;

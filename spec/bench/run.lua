@@ -101,6 +101,9 @@ end
 
 -- ---- build -------------------------------------------------------------------
 
+-- raw.c built against a Lua: the floor rows' program.
+local function raw_lua_of(lua) return BUILD .. "/" .. lua.dir .. "/raw_lua" end
+
 local function build()
   for _, lua in ipairs(LUAS) do
     must("make -s -C " .. q(FISH) .. " LUA=" .. lua.name, "make LUA=" .. lua.name)
@@ -114,7 +117,7 @@ local function build()
   -- raw.c that hands each answer to Lua as a string: the floor rows.
   for _, lua in ipairs(LUAS) do
     must(("cc -O2 -std=c99 -DRAW_LUA %s %s %s -o %s %s %s"):format(curl_cflags, lua.cflags, q(BENCH .. "/raw.c"),
-      q(BUILD .. "/" .. lua.dir .. "/raw_lua"), lua.libs, curl_libs), "building raw.c with " .. lua.name)
+      q(raw_lua_of(lua)), lua.libs, curl_libs), "building raw.c with " .. lua.name)
   end
   local ref = BUILD .. "/ref30.bin"
   local f = io.open(ref, "rb")
@@ -240,9 +243,12 @@ end
 
 -- ---- the programs -----------------------------------------------------------------
 
-local function raw(args)
-  local ok, out = sh(q(BUILD .. "/raw") .. " " .. args)
-  if not ok then error("raw " .. args .. ":\n" .. out, 0) end
+-- program: raw.c's build to run (default BUILD/raw; the floor rows run
+-- BUILD/<lua dir>/raw_lua).
+local function raw(args, program)
+  program = program or BUILD .. "/raw"
+  local ok, out = sh(q(program) .. " " .. args)
+  if not ok then error(program .. " " .. args .. ":\n" .. out, 0) end
   return parse(out)
 end
 
@@ -316,54 +322,48 @@ end
 
 local function url(path) return server.url .. path end
 
+-- The arguments of COUNT sequential requests for BYTES-byte answers: raw.c
+-- takes the whole URL, fish_bench.lua the base_url.
+local function raw_seq(mode, count, bytes)
+  return ("%s %s %d %d"):format(mode, q(url("/n/" .. bytes .. "/v1/tts")), count, bytes)
+end
+local function fish_seq(mode, count, bytes) return ("%s %s %d %d"):format(mode, q(url("/n/" .. bytes)), count, bytes) end
+
 -- raw.c built against each Lua (raw_lua): its side of a floor job.
 local function floor_sides(args_of)
   local t = {}
   for _, lua in ipairs(LUAS) do
-    t[lua.name] = function()
-      local args = args_of()
-      local ok, out = sh(q(BUILD .. "/" .. lua.dir .. "/raw_lua") .. " " .. args)
-      if not ok then error(lua.name .. " raw_lua " .. args .. ":\n" .. out, 0) end
-      return parse(out)
-    end
+    t[lua.name] = function() return raw(args_of(), raw_lua_of(lua)) end
   end
   return t
 end
 
-job("seq_small", with_raw(
-  function() return ("seq %s %d %d"):format(q(url("/n/" .. SMALL_BYTES .. "/v1/tts")), SEQ_SMALL, SMALL_BYTES) end,
-  function() return ("seq %s %d %d"):format(q(url("/n/" .. SMALL_BYTES)), SEQ_SMALL, SMALL_BYTES) end))
+job("seq_small", with_raw(function() return raw_seq("seq", SEQ_SMALL, SMALL_BYTES) end,
+  function() return fish_seq("seq", SEQ_SMALL, SMALL_BYTES) end))
 
-job("seq_large", with_raw(
-  function() return ("seq %s %d %d"):format(q(url("/n/" .. LARGE_BYTES .. "/v1/tts")), SEQ_LARGE, LARGE_BYTES) end,
-  function() return ("seq %s %d %d"):format(q(url("/n/" .. LARGE_BYTES)), SEQ_LARGE, LARGE_BYTES) end))
+job("seq_large", with_raw(function() return raw_seq("seq", SEQ_LARGE, LARGE_BYTES) end,
+  function() return fish_seq("seq", SEQ_LARGE, LARGE_BYTES) end))
 
 -- The floor of the two rows above: raw C, plus each answer made a Lua
 -- string (lua_pushlstring), as any binding that returns it must.
-job("seq_small_floor", floor_sides(function()
-  return ("seq_lua %s %d %d"):format(q(url("/n/" .. SMALL_BYTES .. "/v1/tts")), SEQ_SMALL, SMALL_BYTES)
-end))
-job("seq_large_floor", floor_sides(function()
-  return ("seq_lua %s %d %d"):format(q(url("/n/" .. LARGE_BYTES .. "/v1/tts")), SEQ_LARGE, LARGE_BYTES)
-end))
+job("seq_small_floor", floor_sides(function() return raw_seq("seq_lua", SEQ_SMALL, SMALL_BYTES) end))
+job("seq_large_floor", floor_sides(function() return raw_seq("seq_lua", SEQ_LARGE, LARGE_BYTES) end))
 
 -- The 20 KB rows again, in instructions (callgrind), once.
-local function seq_small_args(n) return ("seq %s %d %d"):format(q(url("/n/" .. SMALL_BYTES)), n, SMALL_BYTES) end
-local function raw_small_args(mode, n)
-  return ("%s %s %d %d"):format(mode, q(url("/n/" .. SMALL_BYTES .. "/v1/tts")), n, SMALL_BYTES)
-end
 do
   local sides, floor, core_only = {}, {}, {}
   sides.raw = instructions(function(n, wrapper)
-    return wrapper .. " " .. q(BUILD .. "/raw") .. " " .. raw_small_args("seq", n)
+    return wrapper .. " " .. q(BUILD .. "/raw") .. " " .. raw_seq("seq", n, SMALL_BYTES)
   end)
   for _, lua in ipairs(LUAS) do
-    sides[lua.name] = instructions(function(n, wrapper) return fish_command(lua, seq_small_args(n), wrapper) end)
+    sides[lua.name] = instructions(function(n, wrapper)
+      return fish_command(lua, fish_seq("seq", n, SMALL_BYTES), wrapper)
+    end)
     core_only[lua.name] = instructions(function(n, wrapper)
-      return fish_command(lua, "core_" .. seq_small_args(n), wrapper)
+      return fish_command(lua, fish_seq("core_seq", n, SMALL_BYTES), wrapper)
     end)
     floor[lua.name] = instructions(function(n, wrapper)
-      return wrapper .. " " .. q(BUILD .. "/" .. lua.dir .. "/raw_lua") .. " " .. raw_small_args("seq_lua", n)
+      return wrapper .. " " .. q(raw_lua_of(lua)) .. " " .. raw_seq("seq_lua", n, SMALL_BYTES)
     end)
   end
   job("instr_small", sides, true)
