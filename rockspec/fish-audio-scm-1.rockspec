@@ -78,7 +78,7 @@ build = {
       sources = {
         "src/buffer.c", "src/class.c", "src/compat.c", "src/core.c", "src/engine.c", "src/live.c",
         "src/lmsgpack.c", "src/msgpack_read.c", "src/msgpack_write.c", "src/options.c", "src/platform.c",
-        "src/request.c", "src/utf8.c", "src/watch.c", "src/ws.c", "src/ws_test.c",
+        "src/request.c", "src/transport.c", "src/utf8.c", "src/watch.c", "src/ws.c", "src/ws_test.c",
       },
       incdirs = { "$(CURL_INCDIR)" },
       libraries = { "curl" },

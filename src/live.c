@@ -36,6 +36,7 @@
 #include "engine.h"
 #include "options.h"
 #include "platform.h"
+#include "transport.h"
 
 #define DEFAULT_MAX_MESSAGE ((uint64_t)32 * 1024 * 1024)
 /* A refusal's body is for the error message: its head is enough. */
@@ -46,7 +47,6 @@
  * cannot hold the engine (and every other transfer) in one step; the rest
  * waits for the next perform, which poll then does not delay. */
 #define STEP_READ_BUDGET ((size_t)1024 * 1024)
-#define MAX_TIMEOUT_SECONDS (24.0 * 24 * 3600)
 
 static const char *const state_names[] = {"connecting", "handshake", "open", "closing", "closed"};
 
@@ -581,21 +581,9 @@ static void set_transport(lua_State *L, fish_live *s) {
      * multi's pool (the server may be closing it). FORBID_REUSE must stay
      * off: libcurl would close the connection the moment it is made. */
     curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    /* ca_file is the whole trust store, as for requests (request.c). */
-    const char *ca_file = opt_string(L, "ca_file");
-    if (ca_file) {
-        check_curl(L, curl_easy_setopt(e, CURLOPT_CAINFO, ca_file), "ca_file");
-        check_curl(L, curl_easy_setopt(e, CURLOPT_CAPATH, NULL), "ca_file");
-    }
+    fish_transport_safe(e);
+    /* ca_file is the whole trust store, as for requests. */
+    check_curl(L, fish_transport_ca_file(e, opt_string(L, "ca_file")), "ca_file");
     /* Proxies as for requests: never from the environment. Through an HTTP
      * proxy the socket always tunnels (CONNECT): the Upgrade request and the
      * frames are raw bytes for the server, which a forwarding proxy would
@@ -605,17 +593,10 @@ static void set_transport(lua_State *L, fish_live *s) {
     lua_getfield(L, 1, "proxy_tunnel");
     if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) opt_error(L, "proxy_tunnel", "must be a boolean");
     lua_pop(L, 1);
-    check_curl(L, curl_easy_setopt(e, CURLOPT_PROXY, proxy ? proxy : ""), "the proxy");
-    curl_easy_setopt(e, CURLOPT_NOPROXY, "");
-    curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, 1L);
-    curl_easy_setopt(e, CURLOPT_HEADEROPT, CURLHEADER_SEPARATE);
+    check_curl(L, fish_transport_proxy(e, proxy, 1), "the proxy");
     double connect_timeout = opt_number(L, "connect_timeout", 0);
     if (connect_timeout < 0) opt_error(L, "connect_timeout", "must be >= 0");
-    if (connect_timeout > 0) {
-        if (connect_timeout > MAX_TIMEOUT_SECONDS) connect_timeout = MAX_TIMEOUT_SECONDS;
-        long ms = (long)(connect_timeout * 1000);
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ms > 0 ? ms : 1L);
-    }
+    fish_transport_connect_timeout(e, connect_timeout);
 }
 
 /* Bytes, >= 1; from 2^62 up (math.huge too) it is clamped, not converted. */

@@ -14,6 +14,7 @@
 #include "lmsgpack.h"
 #include "options.h"
 #include "platform.h"
+#include "transport.h"
 
 /* A 10 MB error page must not be read whole into memory: keep its head. */
 #define DEFAULT_ERROR_BODY_LIMIT (64 * 1024)
@@ -32,10 +33,6 @@
  * up-front reservation; past it the buffer grows as bytes arrive, so a
  * server that claims a petabyte costs nothing until it sends one. */
 #define RESERVE_LIMIT ((size_t)64 * 1024 * 1024)
-
-/* The largest whole number of days whose milliseconds fit a 32-bit long
- * (Windows' long): libcurl takes timeouts as long milliseconds. */
-#define MAX_TIMEOUT_SECONDS (24.0 * 24 * 3600)
 
 static int is_success(long status) { return status >= 200 && status < 300; }
 
@@ -476,12 +473,6 @@ static int opt_boolean(lua_State *L, int opts, const char *key) {
     return v;
 }
 
-static long seconds_to_ms(double seconds) {
-    if (seconds > MAX_TIMEOUT_SECONDS) seconds = MAX_TIMEOUT_SECONDS;
-    long ms = (long)(seconds * 1000);
-    return ms > 0 ? ms : 1; /* 0 would mean libcurl's default */
-}
-
 static void fail_curl(lua_State *L, CURLcode code, const char *what) {
     luaL_error(L, "libcurl refused %s: %s", what, curl_easy_strerror(code));
 }
@@ -718,23 +709,11 @@ static void set_sink(lua_State *L, fish_request *r, int opts) {
     r->max_bytes = opt_count(L, opts, "max_bytes");
 }
 
-/* Proxies never come from the environment: fish decides in Lua and always
- * says. An absent or empty `proxy` means none, and no_proxy is not read
- * (libcurl reads http_proxy, https_proxy, all_proxy and no_proxy only
- * while CURLOPT_PROXY and CURLOPT_NOPROXY are unset). */
 static void set_proxy(lua_State *L, fish_request *r, int opts) {
     const char *proxy = opt_string(L, opts, "proxy", NULL);
     int tunnel = opt_boolean(L, opts, "proxy_tunnel");
-    CURLcode rc = curl_easy_setopt(r->easy, CURLOPT_PROXY, proxy ? proxy : "");
+    CURLcode rc = fish_transport_proxy(r->easy, proxy, tunnel);
     if (rc != CURLE_OK) fail_curl(L, rc, "the proxy");
-    curl_easy_setopt(r->easy, CURLOPT_NOPROXY, "");
-    /* CONNECT even for http://, so the proxy relays bytes it cannot read
-     * when the target is https (libcurl tunnels https anyway). */
-    curl_easy_setopt(r->easy, CURLOPT_HTTPPROXYTUNNEL, tunnel ? 1L : 0L);
-    /* Our headers (Authorization) go to the server only, never into the
-     * CONNECT request the proxy reads. This is libcurl's default since
-     * 7.42.1; said here so that no build can differ. */
-    curl_easy_setopt(r->easy, CURLOPT_HEADEROPT, CURLHEADER_SEPARATE);
 }
 
 /* progress = true: libcurl reports transfer info to on_xferinfo. Without
@@ -765,39 +744,16 @@ static void set_transport(lua_State *L, fish_request *r, int opts) {
     r->request_head += url_length;
     curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-    /* Signals and threads do not mix; libcurl must not use SIGALRM. */
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    /* Never follow redirects: the bearer token must not reach another host. */
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    fish_transport_safe(e);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r);
 
-    /* ca_file is the whole trust store, not an addition to the system's:
-     * libcurl's built-in default also names a CA directory (Debian:
-     * /etc/ssl/certs, see curl-config --configure), which OpenSSL would
-     * still search. There is no other default store: OpenSSL's own
-     * (SSL_CERT_FILE, SSL_CERT_DIR) is used only by libcurls built with
-     * --with-ca-fallback, and native stores only with CURLSSLOPT_NATIVE_CA. */
-    const char *ca_file = opt_string(L, opts, "ca_file", NULL);
-    if (ca_file) {
-        rc = curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
-        if (rc == CURLE_OK) rc = curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
-        if (rc != CURLE_OK) fail_curl(L, rc, "ca_file");
-    }
+    rc = fish_transport_ca_file(e, opt_string(L, opts, "ca_file", NULL));
+    if (rc != CURLE_OK) fail_curl(L, rc, "ca_file");
     set_proxy(L, r, opts);
-    double connect_timeout = opt_number(L, opts, "connect_timeout", 0);
-    if (connect_timeout > 0)
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, seconds_to_ms(connect_timeout));
+    fish_transport_connect_timeout(e, opt_number(L, opts, "connect_timeout", 0));
     double limit = opt_number(L, opts, "error_body_limit", DEFAULT_ERROR_BODY_LIMIT);
     if (limit <= 0) limit = DEFAULT_ERROR_BODY_LIMIT;
     /* (double)SIZE_MAX rounds up, so >= catches every value that would overflow. */
