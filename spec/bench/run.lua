@@ -349,6 +349,12 @@ job("seq_large", with_raw(function() return raw_seq("seq", SEQ_LARGE, LARGE_BYTE
 job("seq_small_floor", floor_sides(function() return raw_seq("seq_lua", SEQ_SMALL, SMALL_BYTES) end))
 job("seq_large_floor", floor_sides(function() return raw_seq("seq_lua", SEQ_LARGE, LARGE_BYTES) end))
 
+-- The same requests through fish's C core from a bare Lua loop, without the
+-- API layer (fish_bench.lua core_seq): what the design's split into a C
+-- core and a Lua layer costs before the layer does anything.
+job("seq_small_core", fish_sides(function() return fish_seq("core_seq", SEQ_SMALL, SMALL_BYTES) end))
+job("seq_large_core", fish_sides(function() return fish_seq("core_seq", SEQ_LARGE, LARGE_BYTES) end))
+
 -- The 20 KB rows again, in instructions (callgrind), once.
 do
   local sides, floor, core_only = {}, {}, {}
@@ -621,6 +627,10 @@ local lines = {
     "ratio", "–", raw_job = "seq_small" },
   { "… floor: raw C that makes each 1 MB answer a Lua string (no fish)", "seq_large_floor", "cpu_us", fmt_us,
     "ratio", "–", raw_job = "seq_large" },
+  { "… fish's C core alone, 20 KB answers, from a bare Lua loop (no API layer)", "seq_small_core", "cpu_us",
+    fmt_us, "ratio", "–", raw_job = "seq_small" },
+  { "… fish's C core alone, 1 MB answers, from a bare Lua loop (no API layer)", "seq_large_core", "cpu_us",
+    fmt_us, "ratio", "–", raw_job = "seq_large" },
   { "Instructions per request, 20 KB answers (callgrind, one run)", "instr_small", "instructions", fmt_k, "ratio",
     "–" },
   { "… floor: raw C that makes each answer a Lua string (no fish)", "instr_small_floor", "instructions", fmt_k,
