@@ -352,6 +352,23 @@ describe("fish-audio", function()
       assert.is_true(#bytes > 0 and #bytes % MP3_FRAME == 0, "size " .. #bytes)
     end)
 
+    local has_script = os.execute("command -v script >/dev/null 2>&1")
+    local it_tty = (has_script == true or has_script == 0) and it or pending
+    it_tty("say and live refuse to write audio to a terminal (script(1) gives stdout one): exit 2, nothing sent",
+      function()
+        local before = #tts_requests(srv)
+        for _, argv in ipairs({ { "say", "Hi", "--voice", "seed-voice-1" }, { "live", "--voice", "seed-voice-1" } }) do
+          local cmd = command_line(srv, argv) .. "; echo exit=$?"
+          local pipe = io.popen("script -qec " .. q(cmd) .. " /dev/null </dev/null 2>&1")
+          local text = pipe:read("*a")
+          pipe:close()
+          assert.matches(argv[1] .. ": stdout is a terminal: pass %-o FILE, or pipe the audio into a player %(%-o %-%)",
+            text)
+          assert.matches("exit=2", text)
+        end
+        assert.equals(before, #tts_requests(srv))
+      end)
+
     it("reports an API failure in one line with exit 1, leaving no file", function()
       local path = scratch .. "/never.mp3"
       local code, _, err = run(srv, { "say", "Hi", "--voice", "no-such-voice", "-o", path })

@@ -128,21 +128,10 @@ function Relay:close()
 end
 
 local function output_of(o)
-  local output = o.output
-  if output == nil then
-    if fs.isatty(1) then
-      failure.usage("live: stdout is a terminal: pass -o FILE, or pipe the audio into a player (-o -)")
-    end
-    output = "-"
-  end
-  if not o.format and output ~= "-" then
-    local ext = output:lower():match("%.(%w+)$")
-    if ext == "wav" then
-      failure.usage("live: live audio is a stream and has no WAV format: use .mp3, .pcm or .opus, or --format")
-    end
-    for _, format in ipairs(live.FORMATS) do
-      if ext == format then o.format = format end
-    end
+  local output = speech.output("live", o, live.FORMATS)
+  -- live.FORMATS has no wav, so a .wav FILE set no format.
+  if not o.format and output ~= "-" and output:lower():match("%.(%w+)$") == "wav" then
+    failure.usage("live: live audio is a stream and has no WAV format: use .mp3, .pcm or .opus, or --format")
   end
   return output
 end

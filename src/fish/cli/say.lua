@@ -4,7 +4,6 @@
 -- arrives (-o -), so it can be piped into a player.
 local args = require("fish.cli.args")
 local failure = require("fish.cli.failure")
-local fs = require("fish.cli.fs")
 local progress = require("fish.cli.progress")
 local session = require("fish.cli.session")
 local speech = require("fish.cli.speech")
@@ -41,19 +40,7 @@ function say.run(parsed)
   local o = parsed.options
   local text = parsed.positionals[1]
   if not text:match("%S") then failure.usage("say: TEXT is empty") end
-  local output = o.output
-  if output == nil then
-    if fs.isatty(1) then
-      failure.usage("say: stdout is a terminal: pass -o FILE, or pipe the audio into a player (-o -)")
-    end
-    output = "-"
-  end
-  if not o.format and output ~= "-" then
-    local ext = output:lower():match("%.(%w+)$")
-    for _, format in ipairs(speech.FORMATS) do
-      if ext == format then o.format = format end
-    end
-  end
+  local output = speech.output("say", o, speech.FORMATS)
   local source = speech.default_voice(o)
   local client = session.client(o)
   local request = speech.request(text, source, o, speech.file_cache())

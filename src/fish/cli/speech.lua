@@ -20,6 +20,26 @@ speech.OPTIONS = {
   { "speed", value = "X", type = "number", min = 0.5, max = 2, help = "speaking speed, 0.5 to 2" },
 }
 
+-- Where a command's audio goes: -o FILE, or "-" (stdout), the default
+-- unless stdout is a terminal. Without --format, FILE's extension sets it
+-- when it names one of `formats`.
+function speech.output(command, options, formats)
+  local output = options.output
+  if output == nil then
+    if fs.isatty(1) then
+      failure.usage(command .. ": stdout is a terminal: pass -o FILE, or pipe the audio into a player (-o -)")
+    end
+    output = "-"
+  end
+  if not options.format and output ~= "-" then
+    local ext = output:lower():match("%.(%w+)$")
+    for _, format in ipairs(formats) do
+      if ext == format then options.format = format end
+    end
+  end
+  return output
+end
+
 -- The voice every request uses unless a row says otherwise:
 -- { voice = id } or { refs = { { path =, text = }, ... } } or {}.
 function speech.default_voice(options)
