@@ -632,14 +632,11 @@ static void set_stream_body(lua_State *L, fish_request *r, fish_mp_body *b) {
 }
 
 /* The request at `req` holds the Lua strings the writer on top of the
- * stack refers to, in its uservalue ({ [2] = strings }; e:add puts the
- * engine at [1]): read_body copies from them for as long as it may run. */
+ * stack refers to (it has some: nstrings > 0), in its uservalue
+ * ({ [2] = strings }; e:add puts the engine at [1]): read_body copies from
+ * them for as long as it may run. */
 static void hold_strings(lua_State *L, fish_request *r, int req) {
     fish_mp_push_strings(L, -1);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return;
-    }
     lua_createtable(L, 2, 0);
     lua_insert(L, -2);
     lua_rawseti(L, -2, 2);

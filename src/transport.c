@@ -41,6 +41,8 @@ CURLcode fish_transport_proxy(CURL *e, const char *proxy, int tunnel) {
     CURLcode rc = curl_easy_setopt(e, CURLOPT_PROXY, proxy ? proxy : "");
     if (rc != CURLE_OK) return rc;
     curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+    /* CONNECT even for http://, so the proxy relays bytes it cannot read
+     * when the target is https (libcurl tunnels https anyway). */
     curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, tunnel ? 1L : 0L);
     /* Our headers (Authorization) go to the server only, never into the
      * CONNECT request the proxy reads. This is libcurl's default since

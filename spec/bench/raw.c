@@ -211,22 +211,41 @@ static int mode_freeport(void) {
     return 0;
 }
 
-static int mode_seq(const char *url, int count, size_t bytes) {
+/* COUNT sequential requests on one handle, after one that connects (as
+ * fish's bench does); `keep`, if given, gets each answer inside the timed
+ * loop. */
+static void run_seq(const char *url, int count, size_t bytes, void (*keep)(const struct buf *, void *),
+                    void *ud) {
     struct curl_slist *h = tts_headers();
     struct buf b = {0};
     CURL *e = tts_easy(url, h, &b);
-    perform_ok(e, &b, bytes); /* connect first, as fish's bench does */
+    perform_ok(e, &b, bytes);
     double c0 = cpu(), t0 = now();
-    for (int i = 0; i < count; i++) perform_ok(e, &b, bytes);
+    for (int i = 0; i < count; i++) {
+        perform_ok(e, &b, bytes);
+        if (keep) keep(&b, ud);
+    }
     double c1 = cpu(), t1 = now();
     printf("cpu_us %.3f\nwall_us %.3f\n", (c1 - c0) / count * 1e6, (t1 - t0) / count * 1e6);
     curl_easy_cleanup(e);
     curl_slist_free_all(h);
     free(b.data);
+}
+
+static int mode_seq(const char *url, int count, size_t bytes) {
+    run_seq(url, count, bytes, NULL, NULL);
     return 0;
 }
 
 #ifdef RAW_LUA
+/* The answer as a Lua string in a global, as a caller would hold it; the
+ * previous one becomes garbage. */
+static void keep_in_lua(const struct buf *b, void *ud) {
+    lua_State *L = ud;
+    lua_pushlstring(L, b->data, b->len);
+    lua_setglobal(L, "answer");
+}
+
 static int mode_seq_lua(const char *url, int count, size_t bytes) {
     /* glibc keeps what is freed instead of handing it back to the system
      * and faulting it in again for the next answer: a floor must not be
@@ -238,23 +257,7 @@ static int mode_seq_lua(const char *url, int count, size_t bytes) {
     lua_State *L = luaL_newstate();
     if (!L) die("luaL_newstate", "out of memory");
     luaL_openlibs(L);
-    struct curl_slist *h = tts_headers();
-    struct buf b = {0};
-    CURL *e = tts_easy(url, h, &b);
-    perform_ok(e, &b, bytes);
-    double c0 = cpu(), t0 = now();
-    for (int i = 0; i < count; i++) {
-        perform_ok(e, &b, bytes);
-        /* The answer as a Lua string in a global, as a caller would hold
-         * it; the previous one becomes garbage. */
-        lua_pushlstring(L, b.data, b.len);
-        lua_setglobal(L, "answer");
-    }
-    double c1 = cpu(), t1 = now();
-    printf("cpu_us %.3f\nwall_us %.3f\n", (c1 - c0) / count * 1e6, (t1 - t0) / count * 1e6);
-    curl_easy_cleanup(e);
-    curl_slist_free_all(h);
-    free(b.data);
+    run_seq(url, count, bytes, keep_in_lua, L);
     lua_close(L);
     return 0;
 }
