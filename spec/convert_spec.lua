@@ -342,6 +342,43 @@ describe("clients", function()
     srv:stop()
   end)
 
+  -- Lua's collector walks every loaded function each cycle, so a script
+  -- that only converts must not carry the rest of the API (client.lua,
+  -- EXTENSIONS). A fresh interpreter: busted has loaded everything here.
+  it("loads the voice, ASR, account and live code only on the first call into each", function()
+    local srv = server.start()
+    local script = os.tmpname()
+    write_file(script, [[
+      local fish = require("fish")
+      local function loaded()
+        local t = {}
+        for _, m in ipairs({ "fish.voices", "fish.asr", "fish.account", "fish.live" }) do
+          t[#t + 1] = package.loaded[m] and m or "-"
+        end
+        return table.concat(t, " ")
+      end
+      local c = fish.new({ api_key = os.getenv("FISH_API_KEY"), base_url = os.getenv("FISH_BASE_URL"), retries = 0 })
+      assert(c.convert({ text = "only this", format = "pcm" }))
+      print("convert: " .. loaded())
+      local page = assert(c.voices:list())
+      assert(type(page.items) == "table", "voices.list gave no items")
+      print("voices.list: " .. loaded())
+      assert(fish.account:credits())
+      assert(fish.account.credits())
+      print("fish.account.credits: " .. loaded())
+    ]])
+    local lua = require("support.abi").interpreter
+    local out = files.capture(("FISH_API_KEY=%s FISH_BASE_URL=%s %s %s 2>&1"):format(
+      server.shell_quote(srv.api_key), server.shell_quote(srv.url), lua, script))
+    os.remove(script)
+    srv:stop()
+    assert.equal(table.concat({
+      "convert: - - - -",
+      "voices.list: fish.voices - - -",
+      "fish.account.credits: fish.voices - fish.account -",
+    }, "\n") .. "\n", out)
+  end)
+
   it("configures the module-level client from FISH_API_KEY and FISH_BASE_URL", function()
     local srv = server.start()
     local script = os.tmpname()

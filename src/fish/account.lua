@@ -26,11 +26,7 @@ local function package(state, opts)
   return state:send_json({ method = "GET", path = "/wallet/self/package" }, opts, fn)
 end
 
-function account.install(public, state, bind)
-  local namespace = {}
-  namespace.credits = bind(namespace, state, credits, "fish.account.credits")
-  namespace.package = bind(namespace, state, package, "fish.account.package")
-  public.account = namespace
-end
+-- The calls a client offers under client.account (client.lua, EXTENSIONS).
+account.calls = { credits = credits, package = package }
 
 return account

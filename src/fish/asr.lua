@@ -51,10 +51,7 @@ local function transcribe(state, args)
   return result, err
 end
 
-function asr.install(public, state, bind)
-  local namespace = {}
-  namespace.transcribe = bind(namespace, state, transcribe, "fish.asr.transcribe")
-  public.asr = namespace
-end
+-- The calls a client offers under client.asr (client.lua, EXTENSIONS).
+asr.calls = { transcribe = transcribe }
 
 return asr

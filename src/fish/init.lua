@@ -47,25 +47,25 @@ function fish.convert(...)
   return fish.default().convert(...)
 end
 
-function fish.live(...)
-  return fish.default().live(...)
-end
-
--- fish.voices.create(...) is fish.default().voices.create(...), and so on.
-local function forward(namespace, names)
-  local t = {}
-  for _, name in ipairs(names) do
-    t[name] = function(first, ...)
-      local target = fish.default()[namespace]
-      if first == t then return target[name](...) end
-      return target[name](first, ...)
-    end
+-- fish.voices.create(...) is fish.default().voices.create(...), fish.live(...)
+-- is fish.default().live(...), and so on for every call a client offers.
+local function forward(namespace, name)
+  return function(first, ...)
+    local target = fish.default()
+    if namespace then target = target[namespace] end
+    if namespace and first == fish[namespace] then return target[name](...) end
+    return target[name](first, ...)
   end
-  return t
 end
 
-fish.voices = forward("voices", { "create", "get", "update", "delete", "list", "each", "wait_trained" })
-fish.asr = forward("asr", { "transcribe" })
-fish.account = forward("account", { "credits", "package" })
+for _, extension in ipairs(client.EXTENSIONS) do
+  local namespace = extension.namespace
+  local owner = fish
+  if namespace then
+    owner = {}
+    fish[namespace] = owner
+  end
+  for _, name in ipairs(extension.calls) do owner[name] = forward(namespace, name) end
+end
 
 return fish

@@ -690,8 +690,7 @@ function live.open(state, args)
   return handle
 end
 
-function live.install(public, state, bind)
-  public.live = bind(public, state, live.open, FN)
-end
+-- The call a client offers as client.live (client.lua, EXTENSIONS).
+live.calls = { live = live.open }
 
 return live

@@ -403,16 +403,16 @@ local function wait_trained(state, voice, opts)
   end
 end
 
-function voices.install(public, state, bind)
-  local namespace = {}
-  namespace.create = bind(namespace, state, create, "fish.voices.create")
-  namespace.get = bind(namespace, state, get, "fish.voices.get")
-  namespace.update = bind(namespace, state, update, "fish.voices.update")
-  namespace.delete = bind(namespace, state, delete, "fish.voices.delete")
-  namespace.list = bind(namespace, state, list, "fish.voices.list")
-  namespace.each = bind(namespace, state, each, "fish.voices.each")
-  namespace.wait_trained = bind(namespace, state, wait_trained, "fish.voices.wait_trained")
-  public.voices = namespace
-end
+-- The calls a client offers under client.voices, each f(state, args); the
+-- client binds them (client.lua, EXTENSIONS).
+voices.calls = {
+  create = create,
+  get = get,
+  update = update,
+  delete = delete,
+  list = list,
+  each = each,
+  wait_trained = wait_trained,
+}
 
 return voices
