@@ -12,14 +12,16 @@ util.CALL_OPTIONS = {
 }
 
 -- Raise `message` at the first stack frame outside fish's own Lua files, so
--- the error names the caller's line rather than ours.
+-- the error names the caller's line rather than ours. Lua 5.1 leaves a
+-- "(tail call)" frame where one of ours tail-called another (a client's
+-- lazily loaded calls do): skipped like C frames.
 function util.raise(message)
   local level = 2
   while true do
     local info = debug.getinfo(level, "S")
     if not info then break end
     local src = info.source or ""
-    if info.what ~= "C" and not src:find("[/\\]fish[/\\][%w_]+%.lua$") then break end
+    if info.what ~= "C" and info.what ~= "tail" and not src:find("[/\\]fish[/\\][%w_]+%.lua$") then break end
     level = level + 1
   end
   error(message, level)
