@@ -106,6 +106,22 @@ describe("security", function()
       assert_no_key(KEY, err, "a truncated error")
     end)
 
+    -- The message is the body's first 300 characters on one line: the key
+    -- must go before that cut, or its head stays behind.
+    it("leaves no piece of itself in a message that is cut inside the key", function()
+      for _, lead in ipairs({ 280, 290, 295, 299 }) do
+        local text = string.rep("a", lead) .. KEY .. " and more"
+        for _, body in ipairs({ text, { status = 400, message = text } }) do
+          srv:fault("/v1/tts", { status = 400, body = body })
+          local _, message, err = client.convert({ text = "cut message", format = "pcm" })
+          assert.equal(400, err.status)
+          assert.is_nil(message:find(KEY:sub(1, 4), 1, true), "lead " .. lead .. ": " .. message:sub(-40))
+          assert.is_nil(tostring(err):find(KEY:sub(1, 4), 1, true), "tostring(err), lead " .. lead)
+          assert_no_key(KEY, err, "a 400 error")
+        end
+      end
+    end)
+
     it("is redacted from a redirect's Location", function()
       srv:fault("/v1/tts", { redirect = "http://127.0.0.1:1/login?token=" .. KEY })
       local _, _, err = client.convert({ text = "redirect", format = "pcm" })

@@ -102,8 +102,15 @@ end
 
 -- The message from an error body, whichever of the shapes the API uses:
 -- {status, message[, reason]}, {detail = ...}, a JSON array, or plain text.
-function errors.message_from_body(body)
+-- `secrets` are removed before the message is cut to one short line: a key
+-- the cut split in two could no longer be found whole (errors.redact runs
+-- later, on the cut message). `truncated`: the body is the head of a longer
+-- one, so a secret may also end it.
+function errors.message_from_body(body, secrets, truncated)
   if body == nil or body == "" then return nil, nil end
+  local function one_line_of(text)
+    return one_line(errors.scrub(text, secrets or {}, truncated), 300)
+  end
   local decoded = json.decode(body)
   if type(decoded) == "table" then
     if #decoded > 0 then return describe_validation_list(decoded), decoded end
@@ -117,10 +124,10 @@ function errors.message_from_body(body)
     if type(message) == "string" and type(decoded.reason) == "string" and decoded.reason ~= "" then
       message = message .. " (" .. decoded.reason .. ")"
     end
-    if message ~= nil then return one_line(text_of(message), 300), decoded end
-    return one_line(body, 300), decoded
+    if message ~= nil then return one_line_of(text_of(message)), decoded end
+    return one_line_of(body), decoded
   end
-  return one_line(body, 300), nil
+  return one_line_of(body), nil
 end
 
 -- errors.new{ kind=, message=, status=, body=, ... }
@@ -131,9 +138,10 @@ function errors.new(fields)
   return err
 end
 
--- An error for an HTTP answer outside 2xx.
-function errors.from_http(status, body, truncated)
-  local message, decoded = errors.message_from_body(body)
+-- An error for an HTTP answer outside 2xx. The caller still redacts it
+-- (errors.redact): `secrets` only keeps them out of the one-line message.
+function errors.from_http(status, body, truncated, secrets)
+  local message, decoded = errors.message_from_body(body, secrets, truncated)
   return errors.new({
     kind = errors.kind_for_status(status),
     status = status,

@@ -208,7 +208,7 @@ local function outcome(spec, request, limits)
   if status < 200 or status >= 300 then
     local body, truncated = request:error_body()
     truncated = truncated or broken_error_body
-    local err = errors.from_http(status, body, truncated)
+    local err = errors.from_http(status, body, truncated, spec.secrets)
     err.retry_after = http.parse_retry_after(request:header("Retry-After"))
       or http.parse_rate_limit_reset(request:header("X-RateLimit-Reset"))
     if status >= 300 and status < 400 then

@@ -193,7 +193,7 @@ function Session:refusal(kind, message)
   local status, headers, body = self.sock:handshake()
   status = tonumber(status) or 0
   if status ~= 0 and status ~= 101 then
-    local err = errors.from_http(status, body)
+    local err = errors.from_http(status, body, nil, self.secrets)
     headers = headers or {}
     err.retry_after = http.parse_retry_after(headers["retry-after"])
       or http.parse_rate_limit_reset(headers["x-ratelimit-reset"])
