@@ -891,6 +891,31 @@ describe("fish.voices", function()
       assert.equal(2, #srv:requests_for("GET", path))
     end)
 
+    it("turns a 200 whose JSON is not an object into invalid_response, except where the answer is unused", function()
+      local voice = make_voice("Target")
+      local path = "/model/" .. voice.id
+      for _, bare in ipairs({ "false", "3", '"ok"', "null" }) do
+        local answer = { status = 200, body = bare, content_type = "application/json" }
+        local function refused(result, message, err)
+          assert.is_nil(result, bare)
+          assert.is_string(message, bare)
+          assert.equal("invalid_response", err.kind, bare)
+          assert.equal(bare, err.body)
+        end
+        srv:fault("/model", answer, { method = "POST" })
+        refused(client.voices.create({ title = "t", voices = { SAMPLE } }))
+        srv:fault("/model", answer, { method = "GET" })
+        refused(client.voices.list())
+        srv:fault(path, answer, { method = "GET" })
+        refused(client.voices.get(voice.id))
+        -- update and delete read nothing of their answer: a 200 is done.
+        srv:fault(path, answer, { method = "PATCH" })
+        assert.is_true(client.voices.update(voice.id, { title = "x" }))
+        srv:fault(path, answer, { method = "DELETE" })
+        assert.is_true(client.voices.delete(voice.id))
+      end
+    end)
+
     it("refuses a list answer without items", function()
       srv:fault("/model", { status = 200, body = { total = 3 } }, { method = "GET" })
       local page, _, err = client.voices.list()

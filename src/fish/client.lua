@@ -251,20 +251,27 @@ function State:send(spec, args, fn)
   return http.send(self, spec)
 end
 
--- A call whose 2xx answer is JSON: returns the decoded value, or nil, err.
--- The answer is capped (max_json_bytes): an endless body must not grow
--- without bound.
+-- A call whose 2xx answer is JSON: returns the decoded object (a table),
+-- or nil, err. With spec.unused_answer (update, delete, whose answers are
+-- undocumented and unread) an empty body or any JSON value is true. The
+-- answer is capped (max_json_bytes): an endless body must not grow without
+-- bound.
 function State:send_json(spec, args, fn)
   spec.max_bytes = self.max_json_bytes
   local response, err = self:send(spec, args, fn)
   if not response then return nil, err end
-  if response.body == "" and spec.allow_empty then return true end
+  if response.body == "" and spec.unused_answer then return true end
   local decoded = json.decode(response.body)
-  if decoded == nil then
+  -- (json.decode gives nil for a bare null as for text that is not JSON.)
+  if spec.unused_answer and (decoded ~= nil or response.body:match("^%s*null%s*$")) then return true end
+  -- A bare false, number or string is no answer to read fields from, and
+  -- `false` would pass for a failure that has no error.
+  if type(decoded) ~= "table" then
     return nil, errors.redact(errors.new({
       kind = "invalid_response",
       status = response.status,
-      message = "the server's answer is not valid JSON",
+      message = decoded == nil and "the server's answer is not valid JSON"
+        or "the server's answer is JSON but not an object",
       body = response.body,
       attempts = response.attempts,
     }), spec.secrets)

@@ -190,7 +190,7 @@ local function update(state, voice, args)
   if args.tags ~= nil then
     for _, tag in ipairs(string_list(fn, "tags", args.tags)) do fields[#fields + 1] = { "tags", tag } end
   end
-  local spec = { method = "PATCH", path = voice_path(id), allow_empty = true }
+  local spec = { method = "PATCH", path = voice_path(id), unused_answer = true }
   if args.cover_image ~= nil then
     -- A cover image needs multipart; everything else fits in a form.
     local parts = {}
@@ -211,7 +211,7 @@ local function delete(state, voice, opts)
   state:check_open(fn)
   local id = voice_id(fn, voice)
   if opts ~= nil then check_fields(fn, opts, NO_FIELDS) end
-  local answer, err = state:send_json({ method = "DELETE", path = voice_path(id), allow_empty = true }, opts, fn)
+  local answer, err = state:send_json({ method = "DELETE", path = voice_path(id), unused_answer = true }, opts, fn)
   if not answer then return nil, err end
   return true
 end
