@@ -726,6 +726,13 @@ describe("fish.voices", function()
       assert.same({ "created", "training", "trained" }, states)
     end)
 
+    it("waits without a limit for timeout = 0, as every time limit takes 0", function()
+      srv:config({ train_delay = 0.3 * SCALE })
+      local voice = make_voice("No limit")
+      local trained = assert(client.voices.wait_trained(voice.id, { timeout = 0, interval = 0.05 }))
+      assert.equal("trained", trained.state)
+    end)
+
     it("returns an already trained voice table at once, without a request", function()
       local voice = make_voice("Ready") -- train_delay 0: trained on creation
       assert.equal("trained", voice.state)

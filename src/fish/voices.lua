@@ -370,7 +370,8 @@ local function wait_trained(state, voice, opts)
   local poll = {}
   for _, name in ipairs(POLL_OPTIONS) do poll[name] = opts[name] end
 
-  local deadline = core.now() + timeout
+  -- 0 means no limit, as for every time limit fish takes.
+  local deadline = timeout > 0 and core.now() + timeout or math.huge
   local last_state
   local current = type(voice) == "table" and voice.state and as_voice(voice) or nil
   while true do

@@ -335,7 +335,7 @@ local voices = {}
 --- The options of `fish.voices.wait_trained`.
 -- Every call option applies to each poll, except `timeout`, which bounds the whole wait.
 ---@class fish.WaitOptions: fish.CallOptions
----@field timeout number? seconds to wait in all (default 300)
+---@field timeout number? seconds to wait in all (default 300; 0: no limit)
 ---@field interval number? seconds between polls (default 5)
 ---@field on_state fun(state: fish.VoiceState, voice: fish.Voice)? called on each change of state
 ---@field cancel fish.CancelToken? `token:cancel()` ends the wait with kind `"canceled"`
