@@ -23,14 +23,14 @@ local session = assert(fish.live{
   format = "mp3",
   auto_flush = true,
   out = out,
-  -- A player would queue the audio here; it runs inside fish.run, from
+  -- A player would queue the audio here; it runs while fish waits, in
   -- the task that waits in finish(), never from the network code.
   on_audio = function(audio)
     blocks, bytes = blocks + 1, bytes + #audio
   end,
 })
 
-fish.spawn(function()
+local writer = fish.spawn(function()
   for _, sentence in ipairs(paragraph) do
     -- A few words at a time, as tokens come out of a model.
     for words in sentence:gmatch("%S+%s*") do
@@ -43,5 +43,7 @@ fish.spawn(function()
   return assert(session.finish())
 end)
 
-fish.run() -- raises if the task failed
+-- Outside a task, wait drives fish until the task is done, and raises the
+-- task's error if it failed (fish.run would only report it on stderr).
+writer:wait()
 print(("live: wrote %s (%d bytes in %d blocks)"):format(out, bytes, blocks))

@@ -32,8 +32,9 @@ for i, line in ipairs({ "First sentence, spoken meanwhile.", "Second sentence, s
   end)
 end
 
-fish.run() -- drives every task until all are done; raises if one failed
-
+-- Outside a task, wait drives every task until this one is done, and
+-- raises its error if it failed (fish.run would only report it on stderr).
+-- The speakers catch their own errors: waiting on them returns them.
 print("trained voice: " .. trainer:wait().id)
 for i, task in ipairs(speakers) do
   local path, size_or_message = task:wait()

@@ -5,17 +5,22 @@ local size_of = require("support.files").size
 local LUA = require("support.abi").lua
 local q = server.shell_quote
 
-local function run(srv, script, ...)
+-- Run an example with the server's key, or with `key` (run_with_key).
+local function run_with_key(key, srv, script, ...)
   local args = {}
   for i, a in ipairs({ ... }) do args[i] = q(a) end
   -- The child inherits the environment (under make test-asan: the sanitizer
   -- preload too, as the module it loads is the instrumented one).
   local cmd = ("env FISH_API_KEY=%s FISH_BASE_URL=%s %s %s %s 2>&1; echo \"exit=$?\""):format(
-    q(srv.api_key), q(srv.url), LUA, q(server.ROOT .. "/examples/" .. script), table.concat(args, " "))
+    q(key), q(srv.url), LUA, q(server.ROOT .. "/examples/" .. script), table.concat(args, " "))
   local pipe = io.popen(cmd)
   local out = pipe:read("*a")
   pipe:close()
   return out:match("exit=(%d+)%s*$") == "0", out
+end
+
+local function run(srv, script, ...)
+  return run_with_key(srv.api_key, srv, script, ...)
 end
 
 describe("examples", function()
@@ -73,6 +78,20 @@ describe("examples", function()
     end
     assert.equal(3, flushes)
     assert.equal("stop", record.events[#record.events].event)
+  end)
+
+  -- A task's error must end the script with it, not only be reported on
+  -- stderr while the script goes on to print its success line.
+  it("tasks.lua and live.lua fail with the task's error when a call fails", function()
+    local ok, out = run_with_key("a-wrong-key", srv, "tasks.lua", dir)
+    assert.is_false(ok, out)
+    assert.matches("401", out)
+    assert.is_nil(out:find("trained voice", 1, true), out)
+    ok, out = run_with_key("a-wrong-key", srv, "live.lua", dir .. "/refused.mp3")
+    assert.is_false(ok, out)
+    assert.matches("401", out)
+    assert.is_nil(out:find("live: wrote", 1, true), out)
+    assert.is_nil(size_of(dir .. "/refused.mp3"))
   end)
 
   it("game_loop.lua speaks while the frame loop keeps running", function()
