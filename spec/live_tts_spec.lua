@@ -486,6 +486,45 @@ describe("fish.live", function()
       assert.equal("", listdir(dir))
     end)
 
+    it("closes: a running session is canceled with no file left, an ended one stays done", function()
+      local path = dir .. "/closed.mp3"
+      local s = client.live({ out = path })
+      s.send("Never finished.")
+      s.flush()
+      s.close()
+      s:close()
+      assert.equal("canceled", s.state())
+      local ok, message, err = s.finish()
+      assert.is_nil(ok)
+      assert.equal("canceled", err.kind, message)
+      assert.equal("", listdir(dir))
+      local done = client.live({ format = "pcm" })
+      done.send("Finished first.")
+      assert.is_true(done.finish())
+      done.close()
+      assert.equal("done", done.state())
+      assert.is_true(done.finish())
+    end)
+
+    it("closes with <close> on Lua 5.4 when the block ends, by an error too", function()
+      if _VERSION ~= "Lua 5.4" then pending("<close> is Lua 5.4 syntax") return end
+      local chunk = assert(load([[
+        local client, path = ...
+        local kept
+        local ok = pcall(function()
+          local s <close> = client.live({ out = path })
+          kept = s
+          s.send("Cut short.")
+          error("the caller failed")
+        end)
+        return ok, kept
+      ]]))
+      local ok, s = chunk(client, dir .. "/scoped.mp3")
+      assert.is_false(ok)
+      assert.equal("canceled", s.state())
+      assert.equal("", listdir(dir))
+    end)
+
     it("refuses a bad path before connecting", function()
       local ok, err = pcall(client.live, { out = dir .. "/no/such/dir/x.mp3" })
       assert.is_false(ok)

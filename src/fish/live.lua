@@ -560,11 +560,18 @@ local function public_handle(session)
   handle.cancel = method(function(s)
     return s:cancel_with("the session was canceled")
   end)
+  -- close is the idempotent close every fish object has, for `<close>`
+  -- (5.4) too: a session still running is canceled, an ended one stays as
+  -- it ended. (A dropped handle needs no __gc: the socket has its own.)
+  handle.close = method(function(s)
+    s:cancel_with("the session was closed")
+  end)
   handle.events = method(Session.events)
   handle.state = method(function(s) return s.phase end)
   return setmetatable(handle, {
     __name = "fish.live_session",
     __tostring = function() return "fish.live_session (" .. handle.state() .. ")" end,
+    __close = function() handle.close() end,
   })
 end
 

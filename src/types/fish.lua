@@ -677,6 +677,12 @@ function LiveSession.finish() end
 ---@return boolean canceled true if the session was still running
 function LiveSession.cancel() end
 
+--- Close the session: `cancel()` if it is still running, nothing if it has ended. Idempotent,
+-- and the session's `__close`, so `local s <close> = fish.live{...}` (Lua 5.4) never leaves a
+-- session open when the block ends, by an error too.
+---@return nil
+function LiveSession.close() end
+
 --- An iterator over the session's events: `for ev in session.events() do ... end` yields each
 -- audio and alignment event, then one `{ type = "finish" }` or `{ type = "error", ... }`. Each
 -- step waits (blocking, or suspending its task). Call `stop()` first, or send and finish from
