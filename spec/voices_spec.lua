@@ -650,6 +650,17 @@ describe("fish.voices", function()
       assert.equal(13, count) -- plus the seed voice
     end)
 
+    it("names itself in its argument errors, and refuses a closed client when called", function()
+      local ok, err = pcall(client.voices.each, { page_size = "x" })
+      assert.is_false(ok)
+      assert.matches("fish%.voices%.each: field 'page_size' must be a positive integer", err)
+      local closed = fish.new({ api_key = srv.api_key, base_url = srv.url })
+      closed.close()
+      ok, err = pcall(closed.voices.each)
+      assert.is_false(ok)
+      assert.matches("fish%.voices%.each: .*closed", err)
+    end)
+
     it("raises the error object when a page fails", function()
       make_many(8, "fragile")
       local next_voice = client.voices.each({ tag = "fragile", page_size = 5 })

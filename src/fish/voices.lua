@@ -224,8 +224,9 @@ local LIST_FIELDS = {
 }
 local SORTS = { score = true, task_count = true, created_at = true }
 
-function voices.list_query(args)
-  local fn = "fish.voices.list"
+-- `fn`: the public call the errors name (list's, or each's).
+function voices.list_query(args, fn)
+  fn = fn or "fish.voices.list"
   args = args or {}
   check_fields(fn, args, LIST_FIELDS)
   local query = {}
@@ -294,20 +295,22 @@ voices.MAX_PAGES = 10000
 -- for voice in fish.voices.each{...} do ... end: every matching voice, page
 -- after page. A failed page fetch raises its error object (like io.lines).
 local function each(state, args)
+  local fn = "fish.voices.each"
+  state:check_open(fn)
   args = args or {}
-  util.check_table("fish.voices.each", args)
+  util.check_table(fn, args)
   local filters = {}
   for k, v in pairs(args) do filters[k] = v end
   filters.page_size = filters.page_size or 100
   local page_number = filters.page_number or 1
-  voices.list_query(filters) -- check every field before the first request
+  voices.list_query(filters, fn) -- check every field before the first request
   -- Voices on the pages before the first one fetched count towards `total`.
   local items, index, seen, done = {}, 0, (page_number - 1) * filters.page_size, false
   local fetched, previous_first = 0, nil
   local function raise(err)
     -- Raise the error object, as io.lines raises: a loop cannot return
     -- nil, message, err without ending as if the list were complete.
-    err.call = err.call or "fish.voices.each"
+    err.call = err.call or fn
     error(err, 0)
   end
   return function()

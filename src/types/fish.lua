@@ -388,6 +388,8 @@ function voices.list(args) end
 --- An iterator over every matching voice, fetching pages as needed.
 -- `for voice in fish.voices.each{ self = true } do ... end`. If fetching a page fails, the
 -- iterator raises the `fish.Error` (as `io.lines` raises), so nothing is skipped silently.
+-- PUC Lua 5.1 cannot suspend a task from inside a `for` loop's iterator: in a task there, call
+-- the iterator yourself (`local next_voice = fish.voices.each{...}`, then `next_voice()`).
 ---@param args fish.VoiceListArgs? the same filters as `fish.voices.list`
 ---@return fun():fish.Voice? iterator the next voice on each call, then nil
 function voices.each(args) end
