@@ -166,6 +166,18 @@ describe("fish-audio live", function()
     assert.equals("/v1/tts/live", sessions[1].record.path)
   end)
 
+  it("exits 1 with one line when the reader of stdout goes away, while stdin is still open", function()
+    local err = scratch .. "/gone.err"
+    local lines = "for i in 1 2 3 4 5 6 7 8; do echo \"Line number $i is spoken.\"; sleep 0.3; done"
+    local cmd = "(" .. lines .. ") | " .. command_line(srv, { "live", "-o", "-", "--format", "pcm", "--voice",
+      "seed-voice-1" }) .. " 2>" .. q(err) .. " | head -c 100 >/dev/null; echo \"exit=${PIPESTATUS[1]}\""
+    local pipe = io.popen("bash -c " .. q(cmd) .. " 2>/dev/null")
+    local status = pipe:read("*a")
+    pipe:close()
+    assert.equals("exit=1", status:match("exit=%d+"))
+    assert.equals("fish-audio: cannot write the audio to stdout: Broken pipe\n", files.read(err))
+  end)
+
   it("-o FILE: the audio of line 1 is being written before line 2; FILE appears whole at the end", function()
     local path = scratch .. "/spoken.mp3"
     local p = start(srv, { "live", "-o", path, "--model", "s1", "--speed", "1.5" })

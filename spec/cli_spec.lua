@@ -352,6 +352,21 @@ describe("fish-audio", function()
       assert.is_true(#bytes > 0 and #bytes % MP3_FRAME == 0, "size " .. #bytes)
     end)
 
+    -- A player that quits: the next write fails (fish-audio ignores
+    -- SIGPIPE), so the command says so in one line and exits 1, instead of
+    -- dying by the signal (exit 141) with nothing said.
+    it("exits 1 with one line when the reader of stdout goes away", function()
+      local long = string.rep("A sentence to speak. ", 100)
+      local err = scratch .. "/gone.err"
+      local cmd = command_line(srv, { "say", long, "--voice", "seed-voice-1", "-o", "-" }) .. " 2>" .. q(err)
+        .. " </dev/null | head -c 10 >/dev/null; echo \"exit=${PIPESTATUS[0]}\""
+      local pipe = io.popen("bash -c " .. q(cmd))
+      local status = pipe:read("*a")
+      pipe:close()
+      assert.equals("exit=1", status:match("exit=%d+"))
+      assert.equals("fish-audio: cannot write the audio to stdout: Broken pipe\n", files.read(err))
+    end)
+
     local has_script = os.execute("command -v script >/dev/null 2>&1")
     local it_tty = (has_script == true or has_script == 0) and it or pending
     it_tty("say and live refuse to write audio to a terminal (script(1) gives stdout one): exit 2, nothing sent",

@@ -82,6 +82,17 @@ static int core_stat(lua_State *L) {
     return 1;
 }
 
+/* core.ignore_sigpipe(): for the fish-audio command only, never called by
+ * the library (a host's signals are the host's). With SIGPIPE ignored, a
+ * player that quits makes the next write to stdout fail with EPIPE, which
+ * the command reports and cleans up after, instead of the process dying
+ * with a temporary file and a stdin relay left behind. */
+static int core_ignore_sigpipe(lua_State *L) {
+    (void)L;
+    fish_ignore_sigpipe();
+    return 0;
+}
+
 /* Exported beside luaopen_fish_core so engines that link modules statically
  * (Defold, custom hosts) can register it under any name. */
 int fish_core_open(lua_State *L) {
@@ -100,6 +111,7 @@ int fish_core_open(lua_State *L) {
         {"http_date", core_http_date},
         {"stat", core_stat},
         {"utf8_bad", core_utf8_bad},
+        {"ignore_sigpipe", core_ignore_sigpipe},
         {NULL, NULL},
     };
     luaL_newlib(L, functions);

@@ -25,6 +25,7 @@
 #else
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #ifdef __linux__
 #include <sys/epoll.h>
 #include <sys/random.h>
@@ -105,6 +106,8 @@ void fish_lock(void) { AcquireSRWLockExclusive(&lock); }
 void fish_unlock(void) { ReleaseSRWLockExclusive(&lock); }
 
 long fish_process_id(void) { return (long)_getpid(); }
+
+void fish_ignore_sigpipe(void) {}
 
 double fish_now(void) {
     /* The performance counter is Windows' monotonic clock; its frequency is
@@ -213,6 +216,14 @@ void fish_lock(void) { pthread_mutex_lock(&lock); }
 void fish_unlock(void) { pthread_mutex_unlock(&lock); }
 
 long fish_process_id(void) { return (long)getpid(); }
+
+void fish_ignore_sigpipe(void) {
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGPIPE, &ignore, NULL);
+}
 
 double fish_now(void) {
     struct timespec ts;

@@ -104,6 +104,12 @@ int fish_poller_set(fish_poller *p, curl_socket_t fd, int want);
  * many, or -1 with errno set. */
 int fish_poller_ready(fish_poller *p, fish_pollsock *out, size_t cap);
 
+/* Ignore SIGPIPE for the whole process, so that a write to a pipe whose
+ * reader is gone fails with EPIPE instead of killing it. For programs (the
+ * fish-audio command): a library never changes its host's signals. No-op
+ * on Windows, which has no SIGPIPE. */
+void fish_ignore_sigpipe(void);
+
 /* Monotonic time in seconds. Timeouts and deadlines use it, never the wall
  * clock, so a clock change cannot fire or starve a timeout. */
 double fish_now(void);
