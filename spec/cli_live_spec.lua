@@ -270,6 +270,11 @@ describe("fish-audio live", function()
       { { "live", "--voice", "v", "--ref", ROOT .. "/examples/reference.wav", "--ref-text", "t" }, "",
         "%-%-voice or %-%-ref, not both" },
       { { "live", "-o", "-", "--timestamps", "-" }, "", "%-%-timestamps needs a FILE" },
+      -- Checked before the session: the timings are written after it.
+      { { "live", "-o", "-", "--timestamps", scratch }, "Hi.\n", "live: %-%-timestamps .*: is a directory" },
+      { { "live", "-o", "-", "--timestamps", "/nonexistent/t.txt" }, "Hi.\n",
+        "live: %-%-timestamps /nonexistent/t%.txt: no such directory: /nonexistent" },
+      { { "live", "-o", "/nonexistent/x.mp3" }, "Hi.\n", "live: %-o /nonexistent/x%.mp3: no such directory" },
       { { "live", "--api-key", "k" }, "", "there is no %-%-api%-key" },
       { { "live", "-o", "-" }, "\n  \n", "live: no text on stdin" },
       { { "live", "-o", scratch .. "/bad.mp3" }, "Fine.\n\255 not UTF-8\n", "live: stdin line 2: .*not valid UTF%-8" },
@@ -281,6 +286,9 @@ describe("fish-audio live", function()
     end
     assert.same({}, part_files(scratch))
     assert.is_false(files.exists(scratch .. "/bad.mp3"))
+    -- Only the two cases about stdin's text opened a session: every flag
+    -- (the --timestamps and -o paths too) was refused before connecting.
+    assert.equals(2, #session_events(srv))
   end)
 
   it("--help documents every flag, and fish-audio --help lists the command", function()

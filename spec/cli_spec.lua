@@ -277,6 +277,9 @@ describe("fish-audio", function()
         { { "batch", "m.csv" }, "%-%-out DIR is required" },
         { { "transcribe", "/nonexistent.wav" }, "/nonexistent%.wav is not a readable file" },
         { { "voices" }, "voices: which command%?" },
+        { { "say", "hi", "--voice", "v", "-o", "/nonexistent/x.mp3" },
+          "fish%-audio: say: %-o /nonexistent/x%.mp3: no such directory: /nonexistent\n$" },
+        { { "say", "hi", "--voice", "v", "-o", scratch }, "say: %-o .*: is a directory\n$" },
       }
       for _, case in ipairs(cases) do
         local code, _, err = run(srv, case[1])
@@ -377,7 +380,8 @@ describe("fish-audio", function()
           local pipe = io.popen("script -qec " .. q(cmd) .. " /dev/null </dev/null 2>&1")
           local text = pipe:read("*a")
           pipe:close()
-          assert.matches(argv[1] .. ": stdout is a terminal: pass %-o FILE, or pipe the audio into a player %(%-o %-%)",
+          assert.matches(argv[1] .. ": stdout is a terminal: pass %-o FILE, or pipe stdout into a player "
+            .. "%(%-o %- writes to the terminal anyway%)",
             text)
           assert.matches("exit=2", text)
         end

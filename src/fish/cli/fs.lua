@@ -67,10 +67,25 @@ function fs.read(path)
   return data
 end
 
+-- Why `path` cannot be written as a new or replaced file ("is a
+-- directory", ...), or nil. Commands ask before anything is sent (and
+-- billed), so that a typo in a flag costs nothing.
+function fs.unwritable(path)
+  if fs.is_dir(path) then return "is a directory" end
+  local dir = fs.dirname(path)
+  if not fs.is_dir(dir) then return "no such directory: " .. dir end
+  if not fs.execute(("test -w %s"):format(quote(dir))) then return "cannot write in " .. dir end
+  return nil
+end
+
 -- Write a whole file through a temporary name and rename it into place, so
--- a reader (or a crash) never sees half of it.
+-- a reader (or a crash) never sees half of it. The temporary name is ours
+-- alone (pid and a count), never a file of the user's, and it is removed
+-- whatever fails.
+local temp_count = 0
 function fs.write_atomic(path, data)
-  local temp = path .. ".tmp"
+  temp_count = temp_count + 1
+  local temp = ("%s.%s-%d.tmp"):format(path, fs.pid() or "0", temp_count)
   local f, why = io.open(temp, "wb")
   if not f then return nil, why end
   local ok, werr = f:write(data)
@@ -79,13 +94,20 @@ function fs.write_atomic(path, data)
     os.remove(temp)
     return nil, werr or cerr
   end
-  return os.rename(temp, path)
+  local renamed, rerr = os.rename(temp, path)
+  if not renamed then
+    os.remove(temp)
+    return nil, rerr
+  end
+  return true
 end
 
 -- The pid of this process: the shell that io.popen starts is our child, so
--- its $PPID is us.
+-- its $PPID is us. Asked once.
+local own_pid
 function fs.pid()
-  return (fs.capture("echo $PPID") or ""):match("%d+")
+  own_pid = own_pid or (fs.capture("echo $PPID") or ""):match("%d+")
+  return own_pid
 end
 
 -- Is a process with this pid running a fish-audio? Where /proc exists, a

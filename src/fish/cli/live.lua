@@ -180,6 +180,9 @@ function live.run(parsed)
   local o = parsed.options
   local output = output_of(o)
   if o.timestamps == "-" then failure.usage("live: --timestamps needs a FILE (stdout carries no timings)") end
+  -- Checked now: the timings are written after the whole session has run.
+  local unwritable = o.timestamps and fs.unwritable(o.timestamps)
+  if unwritable then failure.usage(("live: --timestamps %s: %s"):format(o.timestamps, unwritable)) end
   local source = speech.default_voice(o)
   local client = session.client(o)
   local request = speech.request(nil, source, o, speech.file_cache())

@@ -27,9 +27,13 @@ function speech.output(command, options, formats)
   local output = options.output
   if output == nil then
     if fs.isatty(1) then
-      failure.usage(command .. ": stdout is a terminal: pass -o FILE, or pipe the audio into a player (-o -)")
+      failure.usage(command .. ": stdout is a terminal: pass -o FILE, or pipe stdout into a player "
+        .. "(-o - writes to the terminal anyway)")
     end
     output = "-"
+  elseif output ~= "-" then
+    local why = fs.unwritable(output)
+    if why then failure.usage(("%s: -o %s: %s"):format(command, output, why)) end
   end
   if not options.format and output ~= "-" then
     local ext = output:lower():match("%.(%w+)$")
