@@ -308,6 +308,28 @@ describe("fish-audio", function()
       assert.matches("credit: 10%.00", out)
       assert.equals("Bearer " .. srv.api_key, srv:last_request().headers.authorization)
 
+      -- A pipe works as the key file (<(pass show fish), /dev/stdin): its
+      -- first line is read; a directory does not.
+      local piped = io.popen("printf '%s\\n' " .. q(srv.api_key) .. " | "
+        .. command_line(srv, { "credits", "--api-key-file", "/dev/stdin" }, { FISH_API_KEY = false })
+        .. " 2>&1; echo \"exit=$?\"")
+      local piped_out = piped:read("*a")
+      piped:close()
+      assert.matches("credit: 10%.00", piped_out)
+      assert.matches("exit=0", piped_out)
+      code, _, err = run(srv, { "credits", "--api-key-file", scratch }, { FISH_API_KEY = false })
+      assert.equals(2, code)
+      assert.matches("cannot read the API key file", err)
+
+      -- A bad variable is named as the user set it, not as fish.new's option.
+      code, _, err = run(srv, { "credits" }, { FISH_BASE_URL = "notaurl" })
+      assert.equals(2, code)
+      assert.matches("^fish%-audio: FISH_BASE_URL must", err)
+      code, _, err = run(srv, { "credits" }, { FISH_API_KEY = "sekrit-KEY\r42" })
+      assert.equals(2, code)
+      assert.matches("^fish%-audio: FISH_API_KEY must not contain CR", err)
+      assert.is_nil(err:find("sekrit", 1, true))
+
       -- A wrong key is the API's answer: exit 1, one line, no key in it.
       code, _, err = run(srv, { "credits" }, { FISH_API_KEY = "wrong-key-123456" })
       assert.equals(1, code)

@@ -7,12 +7,17 @@ local fs = require("fish.cli.fs")
 
 local session = {}
 
+-- The key file's first line. A pipe works too (`--api-key-file <(pass show
+-- fish)`, /dev/stdin): only its first line is read, so the writer need not
+-- close it first.
 function session.api_key(options)
   local path = options.api_key_file
   if path then
-    local text = fs.is_file(path) and fs.read(path)
-    if not text then failure.usage(("cannot read the API key file %s"):format(path)) end
-    local key = text:match("^[ \t]*([^\r\n]-)[ \t]*\r?\n") or text:match("^%s*(.-)%s*$")
+    local f = not fs.is_dir(path) and io.open(path, "rb")
+    local line = f and f:read("*l")
+    if f then f:close() end
+    if not f then failure.usage(("cannot read the API key file %s"):format(path)) end
+    local key = (line or ""):match("^%s*(.-)%s*$")
     if key == "" then failure.usage(("the API key file %s is empty"):format(path)) end
     return key
   end
@@ -25,13 +30,20 @@ end
 
 -- session.client(options[, extra]) -> a fish client; `extra` adds options
 -- of fish.new. A bad FISH_BASE_URL (or a key with a line break) is a usage
--- error, told in fish's words without the Lua position.
+-- error, named as the user set it: the variable or the key file, not
+-- fish.new's option.
 function session.client(options, extra)
   local fish = require("fish")
   local config = { api_key = session.api_key(options) }
   for k, v in pairs(extra or {}) do config[k] = v end
   local ok, client = pcall(fish.new, config)
-  if not ok then failure.usage(failure.strip_position(client)) end
+  if not ok then
+    local key_source = options.api_key_file and ("the key in " .. options.api_key_file) or "FISH_API_KEY"
+    local message = failure.strip_position(client)
+      :gsub("^fish%.new: option 'base_url'", "FISH_BASE_URL", 1)
+      :gsub("^fish%.new: option 'api_key'", key_source, 1)
+    failure.usage(message)
+  end
   return client
 end
 
