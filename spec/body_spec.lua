@@ -107,6 +107,33 @@ describe("request bodies", function()
         "a GET request cannot carry a body")
       w:close()
     end)
+
+    it("is not frozen by a request that failed to be made", function()
+      local w = core.mp_writer():map(1):str("a")
+      assert.has_error(function() core.request({ url = limits.url .. "/upload", body = w }) end,
+        "a GET request cannot carry a body")
+      assert.has_error(function()
+        core.request({ url = limits.url .. "/upload", method = "POST", body = w, sink = "file" })
+      end, "a file sink needs 'path'")
+      w:str("b") -- still writable
+      local r = harness.run(core.request({ url = limits.url .. "/upload", method = "POST", body = w }))
+      assert.is_nil(r:result())
+      assert.equal(#"\129\161a\161b", harness.find(limits.log(), "upload").received)
+      r:close()
+      w:close()
+    end)
+
+    it("refuses a writer that an options table's __index wrote to while the request was made", function()
+      local w = core.mp_writer():str("x")
+      local options = setmetatable({ url = limits.url .. "/upload", method = "POST", body = w }, {
+        __index = function(_, key)
+          if key == "sink" then w:str(("y"):rep(100000)) end -- moves the buffer libcurl would read
+        end,
+      })
+      assert.has_error(function() core.request(options) end,
+        "option 'body': the writer changed while the request was made")
+      w:close()
+    end)
   end)
 
   describe("w:bin with a large string", function()

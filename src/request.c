@@ -582,15 +582,15 @@ static void set_mime(lua_State *L, fish_request *r, int opts) {
 
 /* body = a msgpack writer: sent as it stands, never copied. The request
  * shares the writer's body (fish_mp_body_retain), so closing or collecting
- * the writer under a running transfer frees nothing it reads, and the body
- * is frozen so that every request made from it sends the same bytes. Each
+ * the writer under a running transfer frees nothing it reads, and once the
+ * request is made (request_new) the body is frozen so that every request
+ * made from it sends the same bytes. Each
  * file is opened now with its size checked; one that cannot be opened or
  * has changed size fails the transfer (read / file_changed), not this
  * call, so a retry sees the same error as the first attempt would. */
 static void set_stream_body(lua_State *L, fish_request *r, fish_mp_body *b) {
     fish_mp_body_retain(b);
     r->stream_body = b;
-    b->frozen = 1;
     if (b->nrefs) {
         r->body_files = calloc(b->nrefs, sizeof *r->body_files);
         if (!r->body_files) luaL_error(L, "out of memory");
@@ -788,6 +788,16 @@ static int request_new(lua_State *L) {
     set_method(L, r, 1);
     set_sink(L, r, 1);
     set_progress(L, r, 1);
+    /* Frozen only now: a request that failed to be made (a GET with a
+     * body, a sink that cannot be created) must not leave its writer
+     * refusing writes. A writer only grows, so an options table whose
+     * __index wrote to it since set_body shows in its length (libcurl
+     * would read a buffer that moved). */
+    if (r->stream_body) {
+        if (fish_mp_body_length(r->stream_body) != r->body_length)
+            return luaL_error(L, "option 'body': the writer changed while the request was made");
+        r->stream_body->frozen = 1;
+    }
     return 1;
 }
 
