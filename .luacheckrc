@@ -29,3 +29,5 @@ files["examples/openresty"] = { globals = { "ngx" } }
 files["examples/game_loop.lua"] = { globals = { "love" } }
 files["examples/love"] = { globals = { "love" } }
 files["spec/support/love"] = { globals = { "love" } }
+-- Run by spec/support/oom_host.c, which defines it.
+files["spec/support/oom_case.lua"] = { read_globals = { "fail_allocation" } }

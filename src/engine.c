@@ -51,13 +51,14 @@ static int engine_new(lua_State *L) {
 
 /* e:add(request) -> id. The request keeps the engine alive through its
  * uservalue ([1]; beside the body's strings at [2], if it holds any), so
- * the engine is never collected under a running transfer. */
+ * the engine is never collected under a running transfer. The Lua side is
+ * done before the handle joins the multi: a Lua allocation may raise, and
+ * must not leave a handle in the multi that no request of the engine's
+ * owns. */
 static int engine_add(lua_State *L) {
     fish_engine *e = check_engine(L, 1);
     fish_request *r = fish_check_request(L, 2);
     if (r->state != REQ_IDLE) return luaL_argerror(L, 2, "request was already started");
-    CURLMcode rc = curl_multi_add_handle(e->multi, r->easy);
-    if (rc != CURLM_OK) return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(rc));
     if (!r->holds_strings) {
         lua_newtable(L);
         lua_setuservalue(L, 2);
@@ -66,6 +67,8 @@ static int engine_add(lua_State *L) {
     lua_pushvalue(L, 1);
     lua_rawseti(L, -2, 1);
     lua_pop(L, 1);
+    CURLMcode rc = curl_multi_add_handle(e->multi, r->easy);
+    if (rc != CURLM_OK) return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(rc));
     r->engine = e;
     r->next = e->running;
     r->prev = NULL;
@@ -80,18 +83,18 @@ static int engine_add(lua_State *L) {
 
 /* e:add_live(socket) -> id, from the requests' id space. The socket starts
  * connecting inside the multi handle; like a request it holds the engine
- * through its uservalue. */
+ * through its uservalue, set first for the same reason as e:add's. */
 static int engine_add_live(lua_State *L) {
     fish_engine *e = check_engine(L, 1);
     fish_live *s = fish_live_check(L, 2);
     if (s->engine || s->state != LIVE_CONNECTING || !s->easy)
         return luaL_argerror(L, 2, "live socket was already started");
-    CURLMcode rc = curl_multi_add_handle(e->multi, s->easy);
-    if (rc != CURLM_OK) return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(rc));
     lua_newtable(L);
     lua_pushvalue(L, 1);
     lua_rawseti(L, -2, 1);
     lua_setuservalue(L, 2);
+    CURLMcode rc = curl_multi_add_handle(e->multi, s->easy);
+    if (rc != CURLM_OK) return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(rc));
     fish_live_attach(s, e, ++e->next_id);
     lua_pushinteger(L, s->id);
     return 1;

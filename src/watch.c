@@ -221,13 +221,19 @@ static int watch_changes(lua_State *L) {
     luaL_checktype(L, 2, LUA_TTABLE);
     fish_watch *w = e->watch;
     int n = 0;
+    /* Everything into Lua first: a Lua allocation may raise, and the list
+     * must then still hold every change (reported again next time), none
+     * of them freed. */
     for (size_t i = 0; i < w->nchanges; i++) {
-        watch_entry *entry = w->changes[i];
-        entry->changed = 0;
+        const watch_entry *entry = w->changes[i];
         push_fd(L, entry->fd);
         lua_rawseti(L, 2, ++n);
         lua_pushstring(L, names[entry->what]);
         lua_rawseti(L, 2, ++n);
+    }
+    for (size_t i = 0; i < w->nchanges; i++) {
+        watch_entry *entry = w->changes[i];
+        entry->changed = 0;
         if (entry->index == SIZE_MAX) free(entry);
     }
     w->nchanges = 0;
