@@ -603,7 +603,8 @@ static int dec_value(lua_State *L, decoder *d, int depth);
 static int dec_array(lua_State *L, decoder *d, uint32_t n, int depth, size_t at) {
     if (depth >= DECODE_MAX_DEPTH) return dec_fail(d, "nesting deeper than 128", at);
     if ((uint64_t)n > INT_MAX) return dec_fail(d, "array too long", at);
-    luaL_checkstack(L, 2, "msgpack: nesting too deep");
+    /* This table, then a child: an ext value pushes its table and a field. */
+    luaL_checkstack(L, 3, "msgpack: nesting too deep");
     /* n is at most the bytes left (fish_mp_read checked), so this
      * allocation is bounded by the input's size. */
     lua_createtable(L, (int)n, 0);
@@ -637,7 +638,8 @@ static int check_key(decoder *d) {
 static int dec_map(lua_State *L, decoder *d, uint32_t n, int depth, size_t at) {
     if (depth >= DECODE_MAX_DEPTH) return dec_fail(d, "nesting deeper than 128", at);
     if ((uint64_t)n > INT_MAX) return dec_fail(d, "map too long", at);
-    luaL_checkstack(L, 3, "msgpack: nesting too deep");
+    /* This table, a key, then a value: an ext value pushes its table and a field. */
+    luaL_checkstack(L, 4, "msgpack: nesting too deep");
     lua_createtable(L, 0, (int)n);
     for (uint32_t i = 0; i < n; i++) {
         if (!check_key(d) || !dec_value(L, d, depth + 1)) return 0;
