@@ -276,19 +276,24 @@ describe("fish-audio live", function()
         "live: %-%-timestamps /nonexistent/t%.txt: no such directory: /nonexistent" },
       { { "live", "-o", "/nonexistent/x.mp3" }, "Hi.\n", "live: %-o /nonexistent/x%.mp3: no such directory" },
       { { "live", "--api-key", "k" }, "", "there is no %-%-api%-key" },
+    }
+    -- Bad input is found once the session is under way.
+    local input_cases = {
       { { "live", "-o", "-" }, "\n  \n", "live: no text on stdin" },
       { { "live", "-o", scratch .. "/bad.mp3" }, "Fine.\n\255 not UTF-8\n", "live: stdin line 2: .*not valid UTF%-8" },
     }
-    for _, case in ipairs(cases) do
+    local function check(case)
       local code, _, err = run(srv, case[1], case[2])
       assert.equals(2, code, table.concat(case[1], " ") .. ": " .. err)
       assert.matches("^fish%-audio: [^\n]*" .. case[3] .. "[^\n]*\n$", err)
     end
+    for _, case in ipairs(cases) do check(case) end
+    -- Every flag (the --timestamps and -o paths too) was refused before
+    -- a session was opened.
+    assert.equals(0, #session_events(srv))
+    for _, case in ipairs(input_cases) do check(case) end
     assert.same({}, part_files(scratch))
     assert.is_false(files.exists(scratch .. "/bad.mp3"))
-    -- Only the two cases about stdin's text opened a session: every flag
-    -- (the --timestamps and -o paths too) was refused before connecting.
-    assert.equals(2, #session_events(srv))
   end)
 
   it("--help documents every flag, and fish-audio --help lists the command", function()
