@@ -113,6 +113,14 @@ describe("ws codec: the frame encoder", function()
 end)
 
 describe("ws codec: the frame decoder", function()
+  it("refuses a negative or NaN message limit (no unsigned type holds one)", function()
+    for _, max in ipairs({ -1, 0 / 0 }) do
+      local ok, err = pcall(core.ws_test_decode, "", max)
+      assert.is_false(ok)
+      assert.matches("must be a non%-negative number", err)
+    end
+  end)
+
   it("reads 7, 16 and 64-bit lengths whole and in any pieces", function()
     for _, n in ipairs({ 0, 1, 125, 126, 127, 65535, 65536, 70000 }) do
       local payload = rep("ab", n):sub(1, n)

@@ -11,6 +11,7 @@
 #include "lmsgpack.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -267,24 +268,24 @@ static int w_bin_file_ref(lua_State *L) {
 
 /* Append exactly ref->size bytes of its file to B, or raise. For tests
  * and w:result only: a request streams the file instead. */
-static void add_file_bytes(lua_State *L, luaL_Buffer *B, const fish_mp_file_ref *ref) {
+enum { FILE_READ, FILE_UNOPENED, FILE_RESIZED };
+
+/* Read the `ref->size` bytes of a referenced file into dst: FILE_READ, or
+ * why not. It calls no Lua function, so nothing can raise while the file
+ * is open (a raise would leak it). */
+static int read_file_bytes(char *dst, const fish_mp_file_ref *ref) {
     FILE *f = fopen(ref->path, "rb");
-    if (!f) luaL_error(L, "cannot open '%s'", ref->path);
-    int64_t left = ref->size;
-    while (left > 0) {
-        char *p = luaL_prepbuffer(B);
-        size_t ask = (int64_t)LUAL_BUFFERSIZE < left ? (size_t)LUAL_BUFFERSIZE : (size_t)left;
-        size_t got = fread(p, 1, ask, f);
-        luaL_addsize(B, got);
-        left -= (int64_t)got;
-        if (got < ask) break;
-    }
-    int grew = left == 0 && getc(f) != EOF;
+    if (!f) return FILE_UNOPENED;
+    size_t want = (size_t)ref->size;
+    size_t got = want ? fread(dst, 1, want, f) : 0;
+    int grew = got == want && getc(f) != EOF;
     fclose(f);
-    if (left != 0 || grew) luaL_error(L, "%s changed size since it was referenced", ref->path);
+    return got != want || grew ? FILE_RESIZED : FILE_READ;
 }
 
-/* w:result() -> the body as one string, references filled in. */
+/* w:result() -> the body as one string, references filled in. The whole
+ * body is sized first, in a userdata, so that every Lua allocation is done
+ * before any file is opened. */
 static int w_result(lua_State *L) {
     mp_writer *w = check_writer(L);
     const fish_mp_body *b = w->body;
@@ -293,19 +294,26 @@ static int w_result(lua_State *L) {
         lua_pushlstring(L, data, b->buf.len);
         return 1;
     }
-    luaL_Buffer B;
-    luaL_buffinit(L, &B);
-    size_t at = 0;
+    int64_t total = fish_mp_body_length(b);
+    if ((uint64_t)total > (uint64_t)SIZE_MAX) return luaL_error(L, "msgpack: the body is too large for memory");
+    char *out = lua_newuserdata(L, (size_t)total ? (size_t)total : 1);
+    size_t at = 0, pos = 0;
     for (size_t i = 0; i < b->nrefs; i++) {
-        luaL_addlstring(&B, data + at, b->refs[i].at - at);
-        at = b->refs[i].at;
-        if (b->refs[i].data)
-            luaL_addlstring(&B, b->refs[i].data, (size_t)b->refs[i].size);
-        else
-            add_file_bytes(L, &B, &b->refs[i]);
+        const fish_mp_file_ref *ref = &b->refs[i];
+        memcpy(out + pos, data + at, ref->at - at);
+        pos += ref->at - at;
+        at = ref->at;
+        if (ref->data) {
+            memcpy(out + pos, ref->data, (size_t)ref->size);
+        } else {
+            int outcome = read_file_bytes(out + pos, ref);
+            if (outcome == FILE_UNOPENED) return luaL_error(L, "cannot open '%s'", ref->path);
+            if (outcome == FILE_RESIZED) return luaL_error(L, "%s changed size since it was referenced", ref->path);
+        }
+        pos += (size_t)ref->size;
     }
-    luaL_addlstring(&B, data + at, b->buf.len - at);
-    luaL_pushresult(&B);
+    memcpy(out + pos, data + at, b->buf.len - at);
+    lua_pushlstring(L, out, (size_t)total);
     return 1;
 }
 

@@ -57,6 +57,8 @@ static int ws_test_decode(lua_State *L) {
     size_t len = 0;
     const unsigned char *bytes = (const unsigned char *)luaL_checklstring(L, 1, &len);
     lua_Number max = luaL_checknumber(L, 2);
+    /* Converting a negative or NaN number to an unsigned type is undefined. */
+    if (!(max >= 0)) return luaL_argerror(L, 2, "must be a non-negative number");
     size_t piece = (size_t)luaL_optinteger(L, 3, 0);
     if (piece == 0) piece = len ? len : 1;
     fish_ws_decoder d;

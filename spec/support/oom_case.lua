@@ -114,16 +114,37 @@ function cases.collect()
   end
 end
 
--- The msgpack writer and reader.
+-- The open descriptors of this process (the shell's parent is us).
+local function open_descriptors()
+  local listing = io.popen("ls /proc/$PPID/fd")
+  local count = 0
+  for _ in listing:lines() do count = count + 1 end
+  listing:close()
+  return count
+end
+
+-- The msgpack writer and reader, with a referenced file: w:result() reads
+-- it, and must not leave it open when an allocation fails.
 function cases.writer()
+  local path = os.tmpname()
+  local f = assert(io.open(path, "wb"))
+  f:write(("f"):rep(20000))
+  f:close()
   local big, value = ("x"):rep(70000), { x = { 1, 2, 3 }, y = { z = "q" } }
   local w = core.mp_writer()
+  -- The file first: its bytes are read while the result is still small,
+  -- so the result grows (allocates) while the file is open.
+  w:map(3):str("a")
+  assert(w:bin_file_ref(path))
+  w:str("b"):bin(big):str("c")
+  local before = open_descriptors()
   failing(function()
-    w:map(3):str("a"):bin(big):str("b"):str("c")
     w:value(value)
     core.mp_decode(w:result())
   end)
+  assert(open_descriptors() == before, "w:result() left the referenced file open")
   w:close()
+  os.remove(path)
 end
 
 assert(cases[case], "no such case: " .. tostring(case))()
