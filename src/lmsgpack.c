@@ -266,12 +266,11 @@ static int w_bin_file_ref(lua_State *L) {
     return 1;
 }
 
-/* Append exactly ref->size bytes of its file to B, or raise. For tests
- * and w:result only: a request streams the file instead. */
 enum { FILE_READ, FILE_UNOPENED, FILE_RESIZED };
 
 /* Read the `ref->size` bytes of a referenced file into dst: FILE_READ, or
- * why not. It calls no Lua function, so nothing can raise while the file
+ * why not. For tests and w:result only: a request streams the file
+ * instead. It calls no Lua function, so nothing can raise while the file
  * is open (a raise would leak it). */
 static int read_file_bytes(char *dst, const fish_mp_file_ref *ref) {
     FILE *f = fopen(ref->path, "rb");
@@ -296,7 +295,7 @@ static int w_result(lua_State *L) {
     }
     int64_t total = fish_mp_body_length(b);
     if ((uint64_t)total > (uint64_t)SIZE_MAX) return luaL_error(L, "msgpack: the body is too large for memory");
-    char *out = lua_newuserdata(L, (size_t)total ? (size_t)total : 1);
+    char *out = lua_newuserdata(L, (size_t)total);
     size_t at = 0, pos = 0;
     for (size_t i = 0; i < b->nrefs; i++) {
         const fish_mp_file_ref *ref = &b->refs[i];
