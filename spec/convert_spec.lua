@@ -379,6 +379,21 @@ describe("clients", function()
     }, "\n") .. "\n", out)
   end)
 
+  -- The names are listed twice on purpose (client.lua must know them without
+  -- loading the module): a call in a module's `calls` but not in the list
+  -- would be unreachable.
+  it("lists every call each lazily loaded module offers, and only those", function()
+    for _, extension in ipairs(require("fish.client").EXTENSIONS) do
+      local offered = {}
+      for name in pairs(require(extension.module).calls) do offered[#offered + 1] = name end
+      local listed = {}
+      for i, name in ipairs(extension.calls) do listed[i] = name end
+      table.sort(offered)
+      table.sort(listed)
+      assert.same(offered, listed, extension.module)
+    end
+  end)
+
   it("configures the module-level client from FISH_API_KEY and FISH_BASE_URL", function()
     local srv = server.start()
     local script = os.tmpname()
